@@ -1,0 +1,8 @@
+//! What a cluster is to the host: the seed's CRDs, their validation into
+//! [`ClusterConfig`], and the standalone manifest reader.
+
+pub mod config;
+pub mod crd;
+pub mod manifests;
+
+pub use config::{ClusterConfig, ClusterKey, ConfigError, FeatureSettings};

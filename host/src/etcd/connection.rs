@@ -1,0 +1,493 @@
+//! One cluster's connections: a gRPC client per member endpoint (created on
+//! first use, then kept) and an HTTP client for `/health`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use url::Url;
+
+use super::{error_chain, tls, Credentials, TlsError};
+
+/// Settings shared by every connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// Bound on every single etcd call (connect included).
+    pub call_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            call_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A member as the host knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+    /// First client URL rewritten through `extClientURL`: what the host dials.
+    pub endpoint: String,
+    /// Host of the first advertised client URL (the seed's `endpoint` label).
+    pub host: String,
+    pub is_learner: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub version: String,
+    pub db_size: u64,
+    pub db_size_in_use: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub raft_applied_index: u64,
+    pub revision: u64,
+    pub is_learner: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberHealth {
+    pub healthy: bool,
+    pub reason: String,
+}
+
+/// Why an etcd call failed, in the terms of the plugin contract.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("timeout: {0}")]
+    Timeout(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("revision compacted (compact revision {0})")]
+    Compacted(u64),
+    #[error("revision is newer than the member's")]
+    FutureRevision,
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("endpoint {0} is not a member of this cluster")]
+    UnknownEndpoint(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<etcd_client::Error> for CallError {
+    fn from(e: etcd_client::Error) -> Self {
+        use tonic::Code;
+        match &e {
+            etcd_client::Error::GRpcStatus(status) => {
+                let message = status.message().to_string();
+                match status.code() {
+                    _ if message.contains("required revision has been compacted") => CallError::Compacted(0),
+                    _ if message.contains("required revision is a future revision") => CallError::FutureRevision,
+                    Code::DeadlineExceeded => CallError::Timeout(message),
+                    Code::PermissionDenied | Code::Unauthenticated => CallError::PermissionDenied(message),
+                    Code::Unavailable => CallError::Unavailable(error_chain(&e)),
+                    _ => CallError::Other(error_chain(&e)),
+                }
+            }
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+                CallError::Unavailable(error_chain(&e))
+            }
+            _ => CallError::Other(error_chain(&e)),
+        }
+    }
+}
+
+/// Connections to one etcd cluster.
+pub struct ClusterConnection {
+    cluster: String,
+    /// `importedAddr` endpoints: always tried when members do not answer (D10).
+    seeds: Vec<String>,
+    /// `extClientURL`: advertised host:port → reachable host:port.
+    rewrites: HashMap<String, String>,
+    creds: Credentials,
+    http: reqwest::Client,
+    settings: ConnectionSettings,
+    members: Mutex<Vec<MemberInfo>>,
+    clients: Mutex<HashMap<String, Client>>,
+    /// Index (into the candidate list) of the endpoint that answered last.
+    preferred: AtomicUsize,
+}
+
+impl ClusterConnection {
+    /// Prepares connections; nothing is dialled until the first call.
+    pub fn new(
+        cluster: &str,
+        seeds: Vec<String>,
+        rewrites: HashMap<String, String>,
+        creds: Credentials,
+        settings: ConnectionSettings,
+    ) -> Result<Self, TlsError> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls::http_tls_config(&creds)?)
+            .timeout(settings.call_timeout)
+            .connect_timeout(settings.call_timeout)
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(|e| TlsError::Config(error_chain(&e)))?;
+        Ok(ClusterConnection {
+            cluster: cluster.to_string(),
+            seeds,
+            rewrites,
+            creds,
+            http,
+            settings,
+            members: Mutex::new(Vec::new()),
+            clients: Mutex::new(HashMap::new()),
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// The members found by the last successful [`Self::refresh_members`].
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.lock().unwrap().clone()
+    }
+
+    /// The `importedAddr` endpoints presented as members (id 0), for when no
+    /// member list could ever be read.
+    pub fn seed_members(&self) -> Vec<MemberInfo> {
+        self.seeds
+            .iter()
+            .map(|s| self.member_info(0, "", std::slice::from_ref(s), false))
+            .collect()
+    }
+
+    /// Lists members through whichever endpoint answers first and remembers them.
+    pub async fn refresh_members(&self) -> Result<Vec<MemberInfo>, CallError> {
+        let members = self
+            .on_any_endpoint(|mut c| async move { c.member_list().await })
+            .await?
+            .members()
+            .iter()
+            .filter(|m| !m.client_urls().is_empty())
+            .map(|m| self.member_info(m.id(), m.name(), m.client_urls(), m.is_learner()))
+            .collect::<Vec<_>>();
+        *self.members.lock().unwrap() = members.clone();
+        Ok(members)
+    }
+
+    fn member_info(&self, id: u64, name: &str, urls: &[String], is_learner: bool) -> MemberInfo {
+        let first = urls[0].clone();
+        let parsed = Url::parse(&first).ok();
+        let host = parsed
+            .as_ref()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            })
+            .unwrap_or_else(|| first.clone());
+        let endpoint = parsed
+            .and_then(|mut url| {
+                let key = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+                let (host, port) = self.rewrites.get(&key)?.rsplit_once(':')?;
+                url.set_host(Some(host)).ok()?;
+                url.set_port(Some(port.parse().ok()?)).ok()?;
+                Some(url.as_str().trim_end_matches('/').to_string())
+            })
+            .unwrap_or_else(|| first.trim_end_matches('/').to_string());
+        MemberInfo {
+            id,
+            name: name.to_string(),
+            client_urls: urls.to_vec(),
+            endpoint,
+            host,
+            is_learner,
+        }
+    }
+
+    /// Maintenance Status of the member at `endpoint`.
+    pub async fn status(&self, endpoint: &str) -> Result<MemberStatus, CallError> {
+        let mut client = self.client_for(endpoint).await?;
+        let s = self.bounded(client.status()).await?;
+        let header = s.header();
+        Ok(MemberStatus {
+            member_id: header.map(|h| h.member_id()).unwrap_or_default(),
+            version: s.version().to_string(),
+            db_size: s.db_size().max(0) as u64,
+            db_size_in_use: s.raft_used_db_size().max(0) as u64,
+            leader: s.leader(),
+            raft_index: s.raft_index(),
+            raft_term: s.raft_term(),
+            raft_applied_index: s.raft_applied_index(),
+            revision: header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
+            is_learner: s.is_learner(),
+            errors: s.errors().to_vec(),
+        })
+    }
+
+    /// Active alarms (member id, type name).
+    pub async fn alarm_list(&self) -> Result<Vec<(u64, String)>, CallError> {
+        let response = self
+            .on_any_endpoint(|mut c| async move {
+                c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+                    .await
+            })
+            .await?;
+        Ok(response
+            .alarms()
+            .iter()
+            .map(|a| (a.member_id(), a.alarm().as_str_name().to_string()))
+            .collect())
+    }
+
+    /// Count-only range; `endpoint` picks the member that serves it.
+    pub async fn count(
+        &self,
+        endpoint: Option<&str>,
+        prefix: &[u8],
+        revision: u64,
+        serializable: bool,
+    ) -> Result<(u64, u64), CallError> {
+        let mut options = range_options(prefix, revision).with_count_only();
+        if serializable {
+            options = options.with_serializable();
+        }
+        let key = range_start(prefix);
+        let response = match endpoint {
+            Some(ep) => {
+                let mut client = self.client_for(ep).await?;
+                self.bounded(client.get(key, Some(options))).await?
+            }
+            None => {
+                self.on_any_endpoint(|mut c| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { c.get(key, Some(options)).await }
+                })
+                .await?
+            }
+        };
+        let rev = response
+            .header()
+            .map(|h| h.revision().max(0) as u64)
+            .unwrap_or_default();
+        Ok((response.count().max(0) as u64, rev))
+    }
+
+    /// Keys (no values) under `prefix`, at most `limit`.
+    pub async fn keys(
+        &self,
+        prefix: &[u8],
+        limit: u32,
+        revision: u64,
+    ) -> Result<Vec<(Vec<u8>, u64, u64, u64)>, CallError> {
+        let options = range_options(prefix, revision)
+            .with_keys_only()
+            .with_limit(limit as i64);
+        let key = range_start(prefix);
+        let response = self
+            .on_any_endpoint(|mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.get(key, Some(options)).await }
+            })
+            .await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key().to_vec(),
+                    kv.create_revision() as u64,
+                    kv.mod_revision() as u64,
+                    kv.version() as u64,
+                )
+            })
+            .collect())
+    }
+
+    /// HashKV of one member: (member id, hash, compact revision, hash revision).
+    pub async fn hash_kv(&self, endpoint: &str, revision: u64) -> Result<(u64, u32, u64, u64), CallError> {
+        let mut client = self.client_for(endpoint).await?;
+        let r = self.bounded(client.hash_kv(revision as i64)).await?;
+        let header = r.header();
+        Ok((
+            header.map(|h| h.member_id()).unwrap_or_default(),
+            r.hash(),
+            r.compact_version().max(0) as u64,
+            header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
+        ))
+    }
+
+    /// GET `<endpoint>/health`, as etcd's own health endpoint answers it.
+    pub async fn health(&self, endpoint: &str) -> Result<MemberHealth, CallError> {
+        self.check_endpoint(endpoint)?;
+        let url = format!("{}/health", endpoint.trim_end_matches('/'));
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout(format!("{url}: no answer within {:?}", self.settings.call_timeout))
+            } else {
+                CallError::Unavailable(format!("{url}: {}", error_chain(&e)))
+            }
+        })?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            health: String,
+            #[serde(default)]
+            reason: String,
+        }
+        Ok(match serde_json::from_str::<Answer>(&body) {
+            Ok(a) if a.health == "true" => MemberHealth {
+                healthy: true,
+                reason: String::new(),
+            },
+            Ok(a) => MemberHealth {
+                healthy: false,
+                reason: if a.reason.is_empty() {
+                    format!("health {:?} (HTTP {status})", a.health)
+                } else {
+                    a.reason
+                },
+            },
+            Err(_) => MemberHealth {
+                healthy: false,
+                reason: format!("unexpected answer (HTTP {status})"),
+            },
+        })
+    }
+
+    /// Endpoints a plugin may address: known members and the seeds. A
+    /// plugin can never make the host dial (and present credentials to) an
+    /// address outside the cluster.
+    fn check_endpoint(&self, endpoint: &str) -> Result<(), CallError> {
+        let endpoint = endpoint.trim_end_matches('/');
+        let known = self.members.lock().unwrap().iter().any(|m| m.endpoint == endpoint)
+            || self.seeds.iter().any(|s| s.trim_end_matches('/') == endpoint);
+        if known {
+            Ok(())
+        } else {
+            Err(CallError::UnknownEndpoint(endpoint.to_string()))
+        }
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .members
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.endpoint.clone())
+            .collect();
+        for seed in &self.seeds {
+            if !all.contains(seed) {
+                all.push(seed.clone());
+            }
+        }
+        all
+    }
+
+    /// Runs `op` against the endpoint that answered last, then the others,
+    /// until one succeeds.
+    async fn on_any_endpoint<T, F, Fut>(&self, op: F) -> Result<T, CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let candidates = self.candidates();
+        if candidates.is_empty() {
+            return Err(CallError::Unavailable(format!(
+                "cluster {} has no endpoints",
+                self.cluster
+            )));
+        }
+        let start = self.preferred.load(Ordering::Relaxed) % candidates.len();
+        let mut errors = Vec::new();
+        for i in 0..candidates.len() {
+            let index = (start + i) % candidates.len();
+            let endpoint = &candidates[index];
+            let attempt = async {
+                let client = self.client_for(endpoint).await?;
+                self.bounded(op(client)).await
+            };
+            match attempt.await {
+                Ok(value) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(e @ (CallError::PermissionDenied(_) | CallError::Compacted(_) | CallError::FutureRevision)) => {
+                    return Err(e)
+                }
+                Err(e) => errors.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(CallError::Unavailable(errors.join("; ")))
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(self.settings.call_timeout, call).await {
+            Ok(result) => result.map_err(CallError::from),
+            Err(_) => Err(CallError::Timeout(format!(
+                "no answer within {:?}",
+                self.settings.call_timeout
+            ))),
+        }
+    }
+
+    /// The client for one endpoint, connected (and authenticated) on first use.
+    async fn client_for(&self, endpoint: &str) -> Result<Client, CallError> {
+        self.check_endpoint(endpoint)?;
+        if let Some(client) = self.clients.lock().unwrap().get(endpoint) {
+            return Ok(client.clone());
+        }
+        let timeout = self.settings.call_timeout;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), timeout);
+        if endpoint.starts_with("https://") {
+            options = options.with_tls(tls::grpc_tls_options(&self.creds));
+        }
+        if let Some((user, password)) = &self.creds.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let client = self
+            .bounded(Client::connect([endpoint], Some(options)))
+            .await
+            .map_err(|e| match e {
+                CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
+                CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
+                other => other,
+            })?;
+        self.clients
+            .lock()
+            .unwrap()
+            .insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+fn range_start(prefix: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        vec![0]
+    } else {
+        prefix.to_vec()
+    }
+}
+
+fn range_options(prefix: &[u8], revision: u64) -> GetOptions {
+    let options = if prefix.is_empty() {
+        GetOptions::new().with_from_key()
+    } else {
+        GetOptions::new().with_prefix()
+    };
+    if revision > 0 {
+        options.with_revision(revision as i64)
+    } else {
+        options
+    }
+}

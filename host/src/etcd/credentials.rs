@@ -1,0 +1,148 @@
+//! TLS material and credentials for one cluster, kept in memory only (D5).
+
+use std::fmt;
+use std::path::Path;
+
+use thiserror::Error;
+
+/// File names accepted in a certName Secret or directory: the seed's first,
+/// kstone's second.
+const CERT_NAMES: [&str; 2] = ["server.crt", "client.pem"];
+const KEY_NAMES: [&str; 2] = ["server.key", "client-key.pem"];
+const CA_NAMES: [&str; 2] = ["ca.crt", "ca.pem"];
+
+/// What is needed to talk to a cluster. `Debug` never prints key material.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// PEM CA bundle that server certificates must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, presented for client-certificate auth.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// etcd user and password.
+    pub user: Option<(String, String)>,
+}
+
+#[derive(Debug, Error)]
+pub enum CredentialsError {
+    #[error("{0}: not found or not a directory")]
+    MissingDirectory(String),
+    #[error("{dir}: {file} is present but {missing} is not; a client certificate needs both")]
+    HalfIdentity {
+        dir: String,
+        file: &'static str,
+        missing: &'static str,
+    },
+    #[error("{dir}: {file} is present but {missing} is not")]
+    HalfUser {
+        dir: String,
+        file: &'static str,
+        missing: &'static str,
+    },
+    #[error("{path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path}: no PEM data found")]
+    NotPem { path: String },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads a certName directory (standalone mode): the same file names as
+    /// the Secret keys, any subset of them.
+    pub fn from_dir(dir: &Path) -> Result<Self, CredentialsError> {
+        let shown = dir.display().to_string();
+        if !dir.is_dir() {
+            return Err(CredentialsError::MissingDirectory(shown));
+        }
+        Self::from_entries(&shown, |name| {
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CredentialsError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    /// Builds credentials from named entries (files of a directory, keys of a
+    /// Secret). `source` names the origin in errors.
+    pub fn from_entries(
+        source: &str,
+        mut get: impl FnMut(&str) -> Result<Option<Vec<u8>>, CredentialsError>,
+    ) -> Result<Self, CredentialsError> {
+        let mut first = |names: &[&'static str]| -> Result<Option<(&'static str, Vec<u8>)>, CredentialsError> {
+            for name in names {
+                if let Some(bytes) = get(name)?.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
+                    return Ok(Some((name, bytes)));
+                }
+            }
+            Ok(None)
+        };
+        let ca = first(&CA_NAMES)?;
+        let cert = first(&CERT_NAMES)?;
+        let key = first(&KEY_NAMES)?;
+        let username = first(&["username"])?;
+        let password = first(&["password"])?;
+
+        for (name, pem) in [&ca, &cert, &key].into_iter().flatten() {
+            if !String::from_utf8_lossy(pem).contains("-----BEGIN") {
+                return Err(CredentialsError::NotPem {
+                    path: format!("{source}/{name}"),
+                });
+            }
+        }
+        let identity = match (cert, key) {
+            (Some((_, c)), Some((_, k))) => Some((c, k)),
+            (None, None) => None,
+            (Some((file, _)), None) => {
+                return Err(CredentialsError::HalfIdentity {
+                    dir: source.into(),
+                    file,
+                    missing: KEY_NAMES[0],
+                })
+            }
+            (None, Some((file, _))) => {
+                return Err(CredentialsError::HalfIdentity {
+                    dir: source.into(),
+                    file,
+                    missing: CERT_NAMES[0],
+                })
+            }
+        };
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).trim_end_matches(['\r', '\n']).to_string();
+        let user = match (username, password) {
+            (Some((_, u)), Some((_, p))) => Some((text(u), text(p))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(CredentialsError::HalfUser {
+                    dir: source.into(),
+                    file: "username",
+                    missing: "password",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(CredentialsError::HalfUser {
+                    dir: source.into(),
+                    file: "password",
+                    missing: "username",
+                })
+            }
+        };
+        Ok(Credentials {
+            ca_pem: ca.map(|(_, b)| b),
+            identity,
+            user,
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! etcd access for the host: one [`ClusterConnection`] per cluster, holding
+//! its TLS material in memory and a client per member endpoint.
+
+mod connection;
+mod credentials;
+mod tls;
+
+pub use connection::{CallError, ClusterConnection, ConnectionSettings, MemberHealth, MemberInfo, MemberStatus};
+pub use credentials::{Credentials, CredentialsError};
+pub use tls::TlsError;
+
+/// Formats an error with its whole source chain: the useful part of a TLS
+/// or transport failure ("invalid peer certificate: UnknownIssuer") is
+/// usually several levels down.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,16 @@
+//! etcd-inspector: monitors etcd clusters with inspections written as
+//! WebAssembly components, and exports what they find as Prometheus metrics.
+//!
+//! - [`cluster`]: the seed's CRDs and their validation; standalone manifests.
+//! - [`etcd`]: connections, TLS and credentials (in memory only).
+//! - [`runtime`]: wasmtime engine, plugin loading and bounded calls.
+//! - [`metrics`]: the registry plugins report into.
+//! - [`controllers`]: which clusters run, and their schedules.
+//! - [`http`]: `/metrics`, `/health`, `/plugins`, `/`.
+
+pub mod cluster;
+pub mod controllers;
+pub mod etcd;
+pub mod http;
+pub mod metrics;
+pub mod runtime;

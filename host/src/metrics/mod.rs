@@ -1,0 +1,500 @@
+//! The Prometheus registry: plugin-owned families (seed names and types),
+//! the failed-inspection counter, and the host's own metrics.
+//!
+//! Rules a plugin cannot bypass: the host injects `clusterName`; only
+//! declared metrics and labels are accepted; a round is committed whole or
+//! not at all; series a plugin stopped reporting are deleted; a (plugin,
+//! cluster) pair holds at most [`MAX_SERIES_PER_PLUGIN_CLUSTER`] series.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use prometheus::core::Collector;
+use prometheus::{
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use thiserror::Error;
+
+/// Label the host adds to every plugin series.
+pub const CLUSTER_LABEL: &str = "clusterName";
+/// Bound on the series one plugin may hold for one cluster.
+pub const MAX_SERIES_PER_PLUGIN_CLUSTER: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+/// A metric as a plugin declares it (labels exclude `clusterName`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricSpec {
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+    pub labels: Vec<String>,
+}
+
+/// One value reported by a plugin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleValue {
+    pub metric: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// How a batch of samples is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// An inspection round: gauges not reported this time are deleted.
+    Replace,
+    /// An event batch: gauges are set, nothing is deleted.
+    Update,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum MetricsError {
+    #[error("metric {metric:?}: {reason}")]
+    Declaration { metric: String, reason: String },
+    #[error("metric {metric:?} is already owned by plugin {owner:?}")]
+    Owned { metric: String, owner: String },
+    #[error("sample of {metric:?}: {reason}")]
+    Sample { metric: String, reason: String },
+    #[error("too many series: {count} > {MAX_SERIES_PER_PLUGIN_CLUSTER} for one cluster")]
+    TooManySeries { count: usize },
+}
+
+enum Family {
+    Gauge(GaugeVec),
+    Counter(CounterVec),
+}
+
+struct OwnedFamily {
+    owner: String,
+    spec: MetricSpec,
+    family: Family,
+}
+
+type SeriesKey = (String, Vec<String>); // metric name, label values (clusterName first)
+
+#[derive(Default)]
+struct State {
+    families: HashMap<String, OwnedFamily>,
+    /// Series each (plugin, cluster) currently holds.
+    series: HashMap<(String, String), BTreeSet<SeriesKey>>,
+}
+
+/// The host's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    prefix: String,
+    state: Mutex<State>,
+    failed: IntCounterVec,
+    invocations: IntCounterVec,
+    invocation_seconds: HistogramVec,
+    load_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// `prefix` is prepended to plugin metric names and to
+    /// `inspection_failed_num` (`"kstone_"` gives kstone's names).
+    pub fn new(prefix: &str) -> Self {
+        let registry = Registry::new();
+        let failed = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}inspection_failed_num"),
+                "The total Number of failed inspection",
+            ),
+            &[CLUSTER_LABEL, "inspectionType"],
+        )
+        .expect("valid metric");
+        let invocations = IntCounterVec::new(
+            Opts::new("etcd_inspector_plugin_invocations_total", "Plugin calls by outcome"),
+            &["plugin", "outcome"],
+        )
+        .expect("valid metric");
+        let invocation_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "etcd_inspector_plugin_invocation_duration_seconds",
+                "Plugin call duration",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0, 30.0]),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let load_errors = IntCounterVec::new(
+            Opts::new(
+                "etcd_inspector_plugin_load_errors_total",
+                "Plugin files rejected at load",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(failed.clone()) as Box<dyn Collector>,
+            Box::new(invocations.clone()),
+            Box::new(invocation_seconds.clone()),
+            Box::new(load_errors.clone()),
+        ] {
+            registry.register(c).expect("host metrics register once");
+        }
+        Metrics {
+            registry,
+            prefix: prefix.to_string(),
+            state: Mutex::default(),
+            failed,
+            invocations,
+            invocation_seconds,
+            load_errors,
+        }
+    }
+
+    /// Registers the metrics `plugin` declares. Fails without changing
+    /// anything if a name or label is invalid or owned by another plugin.
+    pub fn register_plugin(&self, plugin: &str, specs: &[MetricSpec]) -> Result<(), MetricsError> {
+        let mut state = self.state.lock().unwrap();
+        for spec in specs {
+            validate_spec(spec)?;
+            if let Some(existing) = state.families.get(&spec.name) {
+                if existing.owner != plugin {
+                    return Err(MetricsError::Owned {
+                        metric: spec.name.clone(),
+                        owner: existing.owner.clone(),
+                    });
+                }
+            }
+        }
+        for spec in specs {
+            if state.families.get(&spec.name).is_some_and(|f| f.spec == *spec) {
+                continue;
+            }
+            if let Some(old) = state.families.remove(&spec.name) {
+                self.unregister(&old.family);
+            }
+            let full_name = format!("{}{}", self.prefix, spec.name);
+            let mut labels = vec![CLUSTER_LABEL];
+            labels.extend(spec.labels.iter().map(String::as_str));
+            let opts = Opts::new(full_name, spec.help.clone());
+            let family = match spec.kind {
+                MetricKind::Gauge => Family::Gauge(GaugeVec::new(opts, &labels).map_err(|e| decl(spec, e))?),
+                MetricKind::Counter => Family::Counter(CounterVec::new(opts, &labels).map_err(|e| decl(spec, e))?),
+            };
+            let registered = match &family {
+                Family::Gauge(g) => self.registry.register(Box::new(g.clone())),
+                Family::Counter(c) => self.registry.register(Box::new(c.clone())),
+            };
+            registered.map_err(|e| decl(spec, e))?;
+            state.families.insert(
+                spec.name.clone(),
+                OwnedFamily {
+                    owner: plugin.to_string(),
+                    spec: spec.clone(),
+                    family,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies one successful call's samples for (plugin, cluster), or
+    /// nothing if any sample breaks the rules.
+    pub fn commit(
+        &self,
+        plugin: &str,
+        cluster: &str,
+        samples: &[SampleValue],
+        mode: CommitMode,
+    ) -> Result<(), MetricsError> {
+        let mut state = self.state.lock().unwrap();
+        let mut keys = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let fam = state
+                .families
+                .get(&sample.metric)
+                .filter(|f| f.owner == plugin)
+                .ok_or_else(|| sample_err(sample, "not declared by this plugin in describe()".into()))?;
+            if !sample.value.is_finite() {
+                return Err(sample_err(sample, format!("value {} is not finite", sample.value)));
+            }
+            if fam.spec.kind == MetricKind::Counter && sample.value < 0.0 {
+                return Err(sample_err(sample, "a counter cannot decrease".into()));
+            }
+            let mut values = vec![cluster.to_string()];
+            for name in &fam.spec.labels {
+                let value = sample
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .ok_or_else(|| sample_err(sample, format!("label {name:?} missing")))?;
+                values.push(value.1.clone());
+            }
+            if let Some((extra, _)) = sample.labels.iter().find(|(k, _)| !fam.spec.labels.contains(k)) {
+                return Err(sample_err(
+                    sample,
+                    format!(
+                        "label {extra:?} not declared (declared: {:?}; clusterName is set by the host)",
+                        fam.spec.labels
+                    ),
+                ));
+            }
+            keys.push((sample.metric.clone(), values));
+        }
+        let pair = (plugin.to_string(), cluster.to_string());
+        let previous = state.series.get(&pair).cloned().unwrap_or_default();
+        let mut next: BTreeSet<SeriesKey> = match mode {
+            CommitMode::Replace => previous
+                .iter()
+                .filter(|(m, _)| {
+                    state
+                        .families
+                        .get(m)
+                        .is_some_and(|f| f.spec.kind == MetricKind::Counter)
+                })
+                .cloned()
+                .collect(),
+            CommitMode::Update => previous.clone(),
+        };
+        next.extend(keys.iter().cloned());
+        if next.len() > MAX_SERIES_PER_PLUGIN_CLUSTER {
+            return Err(MetricsError::TooManySeries { count: next.len() });
+        }
+
+        for (sample, (metric, values)) in samples.iter().zip(&keys) {
+            let labels: Vec<&str> = values.iter().map(String::as_str).collect();
+            match &state.families[metric].family {
+                Family::Gauge(g) => g.with_label_values(&labels).set(sample.value),
+                Family::Counter(c) => c.with_label_values(&labels).inc_by(sample.value),
+            }
+        }
+        for (metric, values) in previous.difference(&next) {
+            if let Some(f) = state.families.get(metric) {
+                remove_series(&f.family, values);
+            }
+        }
+        state.series.insert(pair, next);
+        Ok(())
+    }
+
+    /// Deletes every series `plugin` holds for `cluster` (feature disabled,
+    /// cluster removed), including its failed-inspection counter.
+    pub fn forget(&self, plugin: &str, cluster: &str) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(series) = state.series.remove(&(plugin.to_string(), cluster.to_string())) {
+            for (metric, values) in series {
+                if let Some(f) = state.families.get(&metric) {
+                    remove_series(&f.family, &values);
+                }
+            }
+        }
+        let _ = self.failed.remove_label_values(&[cluster, plugin]);
+    }
+
+    /// Removes a plugin's families altogether (plugin unloaded).
+    pub fn unregister_plugin(&self, plugin: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.series.retain(|(p, _), _| p != plugin);
+        let owned: Vec<String> = state
+            .families
+            .iter()
+            .filter(|(_, f)| f.owner == plugin)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in owned {
+            if let Some(f) = state.families.remove(&name) {
+                self.unregister(&f.family);
+            }
+        }
+    }
+
+    /// Counts a failed inspection (the seed's `inspection_failed_num`).
+    pub fn inspection_failed(&self, cluster: &str, feature: &str) {
+        self.failed.with_label_values(&[cluster, feature]).inc();
+    }
+
+    /// Records one plugin call's outcome and duration.
+    pub fn invocation(&self, plugin: &str, outcome: &str, seconds: f64) {
+        self.invocations.with_label_values(&[plugin, outcome]).inc();
+        self.invocation_seconds.with_label_values(&[plugin]).observe(seconds);
+    }
+
+    /// Counts a plugin file rejected at load.
+    pub fn load_error(&self, reason: &str) {
+        self.load_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+
+    fn unregister(&self, family: &Family) {
+        let _ = match family {
+            Family::Gauge(g) => self.registry.unregister(Box::new(g.clone())),
+            Family::Counter(c) => self.registry.unregister(Box::new(c.clone())),
+        };
+    }
+}
+
+fn remove_series(family: &Family, values: &[String]) {
+    let labels: Vec<&str> = values.iter().map(String::as_str).collect();
+    let _ = match family {
+        Family::Gauge(g) => g.remove_label_values(&labels),
+        Family::Counter(c) => c.remove_label_values(&labels),
+    };
+}
+
+fn decl(spec: &MetricSpec, e: prometheus::Error) -> MetricsError {
+    MetricsError::Declaration {
+        metric: spec.name.clone(),
+        reason: e.to_string(),
+    }
+}
+
+fn sample_err(sample: &SampleValue, reason: String) -> MetricsError {
+    MetricsError::Sample {
+        metric: sample.metric.clone(),
+        reason,
+    }
+}
+
+fn valid_name(name: &str, allow_colon: bool) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (allow_colon && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':'))
+}
+
+fn validate_spec(spec: &MetricSpec) -> Result<(), MetricsError> {
+    let bad = |reason: String| MetricsError::Declaration {
+        metric: spec.name.clone(),
+        reason,
+    };
+    if !valid_name(&spec.name, true) {
+        return Err(bad("not a valid Prometheus metric name".into()));
+    }
+    if spec.name.starts_with("etcd_inspector_") || spec.name == "inspection_failed_num" {
+        return Err(bad("the name is reserved for the host".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for label in &spec.labels {
+        if !valid_name(label, false) || label.starts_with("__") {
+            return Err(bad(format!("label {label:?} is not a valid Prometheus label name")));
+        }
+        if label == CLUSTER_LABEL {
+            return Err(bad("label clusterName is added by the host; do not declare it".into()));
+        }
+        if !seen.insert(label) {
+            return Err(bad(format!("label {label:?} declared twice")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(name: &str, labels: &[&str]) -> MetricSpec {
+        MetricSpec {
+            name: name.into(),
+            help: "h".into(),
+            kind: MetricKind::Gauge,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn sample(metric: &str, labels: &[(&str, &str)], value: f64) -> SampleValue {
+        SampleValue {
+            metric: metric.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn replace_deletes_vanished_series_and_keeps_other_clusters() {
+        let m = Metrics::new("");
+        m.register_plugin("p", &[gauge("g", &["endpoint"])]).unwrap();
+        m.commit(
+            "p",
+            "a",
+            &[
+                sample("g", &[("endpoint", "x")], 1.0),
+                sample("g", &[("endpoint", "y")], 1.0),
+            ],
+            CommitMode::Replace,
+        )
+        .unwrap();
+        m.commit("p", "b", &[sample("g", &[("endpoint", "x")], 2.0)], CommitMode::Replace)
+            .unwrap();
+        m.commit("p", "a", &[sample("g", &[("endpoint", "x")], 0.0)], CommitMode::Replace)
+            .unwrap();
+        let text = m.render();
+        assert!(text.contains("g{clusterName=\"a\",endpoint=\"x\"} 0"), "{text}");
+        assert!(!text.contains("endpoint=\"y\""), "{text}");
+        assert!(text.contains("g{clusterName=\"b\",endpoint=\"x\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_sample_commits_nothing() {
+        let m = Metrics::new("");
+        m.register_plugin("p", &[gauge("g", &["endpoint"])]).unwrap();
+        let err = m
+            .commit(
+                "p",
+                "a",
+                &[
+                    sample("g", &[("endpoint", "x")], 1.0),
+                    sample("g", &[("other", "x")], 1.0),
+                ],
+                CommitMode::Replace,
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "sample of \"g\": label \"endpoint\" missing");
+        assert!(!m.render().contains("clusterName=\"a\""));
+        let err = m
+            .commit("p", "a", &[sample("undeclared", &[], 1.0)], CommitMode::Replace)
+            .unwrap_err();
+        assert!(err.to_string().contains("not declared"), "{err}");
+    }
+
+    #[test]
+    fn plugins_cannot_take_each_others_metrics_or_the_cluster_label() {
+        let m = Metrics::new("");
+        m.register_plugin("p", &[gauge("g", &[])]).unwrap();
+        assert_eq!(
+            m.register_plugin("q", &[gauge("g", &[])]).unwrap_err(),
+            MetricsError::Owned {
+                metric: "g".into(),
+                owner: "p".into()
+            }
+        );
+        assert!(m.register_plugin("q", &[gauge("h", &["clusterName"])]).is_err());
+        assert!(m
+            .commit("q", "a", &[sample("g", &[], 1.0)], CommitMode::Replace)
+            .is_err());
+    }
+
+    #[test]
+    fn forget_removes_series_and_failure_counter_and_prefix_applies() {
+        let m = Metrics::new("kstone_");
+        m.register_plugin("p", &[gauge("inspection_x", &[])]).unwrap();
+        m.commit("p", "a", &[sample("inspection_x", &[], 1.0)], CommitMode::Replace)
+            .unwrap();
+        m.inspection_failed("a", "p");
+        let text = m.render();
+        assert!(text.contains("kstone_inspection_x{clusterName=\"a\"} 1"), "{text}");
+        assert!(
+            text.contains("kstone_inspection_failed_num{clusterName=\"a\",inspectionType=\"p\"} 1"),
+            "{text}"
+        );
+        m.forget("p", "a");
+        let text = m.render();
+        assert!(!text.contains("clusterName=\"a\""), "{text}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Host-side bindings of `wit/` (world `inspection-plugin`).
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "inspection-plugin",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use etcd_inspector::plugin::types;

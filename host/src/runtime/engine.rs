@@ -1,0 +1,30 @@
+//! The one wasmtime `Engine` of the process and its epoch ticker.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+/// Epoch tick: the granularity of deadlines and of yielding to tokio.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine with epoch interruption and starts a ticker thread that
+/// holds only a weak reference, so dropping the engine stops it.
+pub fn new_engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    // Guests run inside tokio tasks; a deep guest stack must trap, not overflow ours.
+    config.max_wasm_stack(512 * 1024);
+    let engine = Engine::new(&config)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        })
+        .expect("spawn epoch ticker");
+    Ok(engine)
+}

@@ -1,0 +1,289 @@
+//! The wasmtime runtime: one engine, one linker, a fresh `Store` per call
+//! from a cached `InstancePre`, and every call bounded in time and memory.
+
+mod bindings;
+mod engine;
+mod host;
+mod plugin;
+mod registry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtx;
+
+use crate::etcd::{ClusterConnection, MemberInfo};
+use crate::metrics::SampleValue;
+use bindings::{types, InspectionPlugin, InspectionPluginPre};
+use host::HostState;
+
+pub use plugin::{sha256_hex, LoadError, LoadedPlugin, PluginInfo, WIT_LINE, WIT_PACKAGE};
+pub use registry::{PluginRegistry, PluginState, PluginStatus};
+
+/// Bytes of a guest's stderr kept per call (panic messages land there).
+const STDERR_BYTES: usize = 16 * 1024;
+/// Bound on `describe()` at load time.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits every plugin call runs under.
+#[derive(Clone, Debug)]
+pub struct CallLimits {
+    /// Wall time for instantiate + call, host calls included.
+    pub timeout: Duration,
+    /// Linear memory a plugin may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            timeout: Duration::from_secs(20),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How a call ended; the `outcome` label of `etcd_inspector_plugin_invocations_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    PluginError,
+    Timeout,
+    Oom,
+    Trap,
+    InstantiateError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::PluginError => "plugin_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Oom => "oom",
+            Outcome::Trap => "trap",
+            Outcome::InstantiateError => "instantiate_error",
+        }
+    }
+}
+
+/// A call that did not return samples.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", outcome.as_str())]
+pub struct CallFailure {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+/// What the host knows of a cluster at call time.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub name: String,
+    pub namespace: String,
+    pub members: Vec<MemberInfo>,
+    pub params: Vec<(String, String)>,
+}
+
+enum Call {
+    Describe,
+    Inspect(types::ClusterSnapshot),
+}
+
+enum Reply {
+    Describe(types::PluginInfo),
+    Inspect(Result<Vec<types::Sample>, String>),
+}
+
+/// The plugin runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: CallLimits,
+}
+
+impl Runtime {
+    pub fn new(limits: CallLimits) -> anyhow::Result<Self> {
+        let engine = engine::new_engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        InspectionPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        Ok(Runtime { engine, linker, limits })
+    }
+
+    pub fn limits(&self) -> &CallLimits {
+        &self.limits
+    }
+
+    /// Checks, compiles, links and describes a plugin. Nothing is published
+    /// here: the caller decides whether the result replaces anything.
+    pub async fn load(&self, bytes: Vec<u8>) -> Result<LoadedPlugin, LoadError> {
+        plugin::check_bytes(&bytes)?;
+        let sha256 = sha256_hex(&bytes);
+        let engine = self.engine.clone();
+        // Compilation is CPU-bound (cranelift): keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))?
+            .map_err(|e| LoadError::Compile(wasm_error_chain(&e)))?;
+        let wit_version = plugin::check_wit_version(&self.engine, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
+        let pre = InspectionPluginPre::new(pre).map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
+        let limits = CallLimits {
+            timeout: DESCRIBE_TIMEOUT.min(self.limits.timeout),
+            ..self.limits.clone()
+        };
+        let info = match self.call(&pre, "(loading)", None, Call::Describe, &limits).await {
+            Ok(Reply::Describe(info)) => plugin::check_info(info)?,
+            Ok(Reply::Inspect(_)) => unreachable!("describe returns a description"),
+            Err(f) => return Err(LoadError::Describe(f.to_string())),
+        };
+        Ok(LoadedPlugin {
+            info,
+            sha256,
+            wit_version,
+            pre,
+        })
+    }
+
+    /// One inspection round of `plugin` against a cluster.
+    pub async fn inspect(
+        &self,
+        plugin: &LoadedPlugin,
+        connection: Arc<ClusterConnection>,
+        snapshot: Snapshot,
+    ) -> Result<Vec<SampleValue>, CallFailure> {
+        let cluster_name = snapshot.name.clone();
+        let wit_snapshot = types::ClusterSnapshot {
+            name: snapshot.name,
+            namespace: snapshot.namespace,
+            members: snapshot.members.into_iter().map(host::to_wit_member).collect(),
+            params: snapshot.params,
+        };
+        let reply = self
+            .call(
+                &plugin.pre,
+                &plugin.info.name,
+                Some((cluster_name, connection)),
+                Call::Inspect(wit_snapshot),
+                &self.limits,
+            )
+            .await?;
+        match reply {
+            Reply::Inspect(Ok(samples)) => Ok(samples
+                .into_iter()
+                .map(|s| SampleValue {
+                    metric: s.metric,
+                    labels: s.labels,
+                    value: s.value,
+                })
+                .collect()),
+            Reply::Inspect(Err(message)) => Err(CallFailure {
+                outcome: Outcome::PluginError,
+                message,
+            }),
+            Reply::Describe(_) => unreachable!("inspect returns samples"),
+        }
+    }
+
+    async fn call(
+        &self,
+        pre: &InspectionPluginPre<HostState>,
+        plugin: &str,
+        cluster: Option<(String, Arc<ClusterConnection>)>,
+        call: Call,
+        limits: &CallLimits,
+    ) -> Result<Reply, CallFailure> {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        // No preopens, no env, no args, sockets denied: a plugin reaches the
+        // world only through our imports.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(32)
+            .tables(32)
+            .memories(32)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, HostState::new(plugin, cluster, wasi, store_limits));
+        store.limiter(|s| &mut s.limits);
+        // The default deadline is "already expired". Yield to tokio every
+        // tick so a computing guest never holds a worker thread, and
+        // interrupt at the hard deadline.
+        let hard_deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= hard_deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await.map_err(|e| CallFailure {
+                outcome: Outcome::InstantiateError,
+                message: wasm_error_chain(&e),
+            })?;
+            let guest = instance.etcd_inspector_plugin_inspector();
+            let result = match call {
+                Call::Describe => guest.call_describe(&mut store).await.map(Reply::Describe),
+                Call::Inspect(snapshot) => guest.call_inspect(&mut store, &snapshot).await.map(Reply::Inspect),
+            };
+            result.map_err(|e| classify_trap(&e, &stderr))
+        };
+        // Epochs cannot interrupt a host call in progress; this bounds those too.
+        let grace = Duration::from_millis(500);
+        let reply = match tokio::time::timeout(limits.timeout + grace, run).await {
+            Ok(reply) => reply,
+            Err(_) => Err(CallFailure {
+                outcome: Outcome::Timeout,
+                message: format!("no answer within {:?}", limits.timeout),
+            }),
+        };
+        let dropped = store.data().logs_dropped;
+        if dropped > 0 {
+            tracing::warn!(plugin, dropped, "plugin log lines dropped (rate limit)");
+        }
+        reply
+    }
+}
+
+fn classify_trap(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> CallFailure {
+    let chain = wasm_error_chain(error);
+    let (outcome, message) = if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        (Outcome::Timeout, "interrupted at its deadline".to_string())
+    } else if chain.contains("forcing trap when growing memory") {
+        (Outcome::Oom, format!("memory limit reached ({chain})"))
+    } else {
+        (
+            Outcome::Trap,
+            error.downcast_ref::<Trap>().map(|t| t.to_string()).unwrap_or(chain),
+        )
+    };
+    let output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let message = if output.is_empty() {
+        message
+    } else {
+        format!("{message}; stderr: {output}")
+    };
+    CallFailure { outcome, message }
+}
+
+/// A wasmtime error with its causes, skipping the backtrace noise.
+fn wasm_error_chain(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let first_line = text.lines().next().unwrap_or("").to_string();
+        if !first_line.is_empty() && !parts.iter().any(|p| p.contains(&first_line)) {
+            parts.push(first_line);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,257 @@
+//! # etcd-inspector-sdk
+//!
+//! Everything needed to write an [etcd-inspector](https://crates.io/crates/etcd-inspector)
+//! inspection plugin in Rust. A plugin is a WebAssembly component built with
+//! `cargo build --target wasm32-wasip2`; the host calls it on a schedule for
+//! each etcd cluster it watches and exports the samples it returns as
+//! Prometheus metrics.
+//!
+//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.0`), so a plugin
+//! depends on this crate and on nothing else of ours.
+//!
+//! ```ignore
+//! use etcd_inspector_sdk::{export_plugin, etcd, gauge, Plugin, PluginInfo, ClusterSnapshot, Sample};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("hello", env!("CARGO_PKG_VERSION"))
+//!             .metric(gauge("hello_members", "Number of members", &[]))
+//!     }
+//!
+//!     fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+//!         Ok(vec![Sample::new("hello_members", snapshot.members.len() as f64)])
+//!     }
+//! }
+//!
+//! export_plugin!(Hello);
+//! ```
+//!
+//! What a plugin may do: read etcd through [`etcd`] (there is no write), log
+//! through [`log`], and return samples of the metrics it declared in
+//! [`Plugin::describe`]. It has no files, no network and no environment.
+//! The host adds the `clusterName` label itself, rejects undeclared metrics
+//! and labels, and commits samples only when `inspect` returns `Ok`.
+
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "watch-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_bindings",
+        default_bindings_module: "etcd_inspector_sdk::bindings",
+    });
+}
+
+pub use bindings::etcd_inspector::plugin::types::{
+    Alarm, AlarmType, ClusterSnapshot, EtcdError, EventKind, KeyInfo, KvHash, Member, MemberHealth, MemberStatus,
+    MetricDesc, MetricKind, PluginInfo, RangeCount, Sample, WatchEvent,
+};
+
+/// Read-only calls into the etcd cluster under inspection.
+///
+/// Every call goes through the host, which owns the connections, TLS,
+/// credentials and timeouts. Per-endpoint calls take a
+/// [`Member::endpoint`](crate::Member) from the snapshot.
+pub mod etcd {
+    use crate::bindings::etcd_inspector::plugin::etcd as host;
+    pub use crate::{Alarm, EtcdError, KeyInfo, KvHash, Member, MemberHealth, MemberStatus, RangeCount};
+
+    /// Current members, through the cluster's balanced connection.
+    pub fn member_list() -> Result<Vec<Member>, EtcdError> {
+        host::member_list()
+    }
+
+    /// Maintenance Status of one member; cheap (no raft round trip).
+    pub fn status(endpoint: &str) -> Result<MemberStatus, EtcdError> {
+        host::status(endpoint)
+    }
+
+    /// Active alarms. This is a raft round trip: prefer the alarms that
+    /// [`status`] reports in `errors` and call this only when needed.
+    pub fn alarm_list() -> Result<Vec<Alarm>, EtcdError> {
+        host::alarm_list()
+    }
+
+    /// The member's HTTP `/health` answer (false while an alarm is active or
+    /// there is no leader).
+    pub fn health(endpoint: &str) -> Result<MemberHealth, EtcdError> {
+        host::health(endpoint)
+    }
+
+    /// Count keys under `prefix` (empty: every key) without transferring
+    /// them. `revision` 0 means latest; `endpoint` `None` lets the host pick
+    /// a member.
+    pub fn count(
+        endpoint: Option<&str>,
+        prefix: &[u8],
+        revision: u64,
+        serializable: bool,
+    ) -> Result<RangeCount, EtcdError> {
+        host::count(endpoint, prefix, revision, serializable)
+    }
+
+    /// Keys (no values) under `prefix`, at most `limit` of them.
+    pub fn keys(prefix: &[u8], limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
+        host::keys(prefix, limit, revision)
+    }
+
+    /// HashKV of one member at `revision` (0: latest).
+    pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
+        host::hash_kv(endpoint, revision)
+    }
+}
+
+/// Logging into the host's log (rate-limited by the host).
+pub mod log {
+    use crate::bindings::etcd_inspector::plugin::log::{log, Level};
+
+    /// Log at debug level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    /// Log at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    /// Log at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    /// Log at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Declare a gauge: a value the plugin sets on every inspection.
+/// `labels` excludes `clusterName`, which the host adds.
+pub fn gauge(name: &str, help: &str, labels: &[&str]) -> MetricDesc {
+    metric(MetricKind::Gauge, name, help, labels)
+}
+
+/// Declare a counter: each sample adds its (non-negative) value.
+/// `labels` excludes `clusterName`, which the host adds.
+pub fn counter(name: &str, help: &str, labels: &[&str]) -> MetricDesc {
+    metric(MetricKind::Counter, name, help, labels)
+}
+
+fn metric(kind: MetricKind, name: &str, help: &str, labels: &[&str]) -> MetricDesc {
+    MetricDesc {
+        name: name.into(),
+        help: help.into(),
+        kind,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+impl PluginInfo {
+    /// A description with no metrics, a 30 s default interval and no watch.
+    pub fn new(name: &str, version: &str) -> Self {
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            metrics: Vec::new(),
+            default_interval_seconds: 30,
+            watch_prefixes: Vec::new(),
+        }
+    }
+
+    /// Add a metric this plugin owns.
+    pub fn metric(mut self, desc: MetricDesc) -> Self {
+        self.metrics.push(desc);
+        self
+    }
+
+    /// Set the default interval (an EtcdInspection's `intervalInSecond` wins).
+    pub fn interval_seconds(mut self, seconds: u32) -> Self {
+        self.default_interval_seconds = seconds;
+        self
+    }
+
+    /// Ask the host to deliver events under `prefix` to [`Plugin::on_events`].
+    pub fn watch(mut self, prefix: &str) -> Self {
+        self.watch_prefixes.push(prefix.into());
+        self
+    }
+}
+
+impl Sample {
+    /// A sample with no labels besides `clusterName`.
+    pub fn new(metric: &str, value: f64) -> Self {
+        Sample {
+            metric: metric.into(),
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    /// Add a label (declared in the metric's description).
+    pub fn label(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.labels.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl ClusterSnapshot {
+    /// The value of parameter `key` (a cluster annotation or inspection
+    /// setting), if set.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An inspection plugin. Implement it on a unit struct and pass the type to
+/// [`export_plugin!`].
+pub trait Plugin {
+    /// Name, version, owned metrics, default interval and watch prefixes.
+    /// Called once when the host loads the plugin.
+    fn describe() -> PluginInfo;
+
+    /// One inspection round against `snapshot`'s cluster. Return every sample
+    /// of this round: gauges not returned are deleted by the host. Return
+    /// `Err` to report a failed inspection (nothing is committed).
+    fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String>;
+
+    /// A batch of watch events under the prefixes from
+    /// [`PluginInfo::watch`]. Gauges returned are set, counters incremented.
+    fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
+        let _ = (snapshot, events);
+        Err("this plugin does not consume watch events".into())
+    }
+}
+
+#[doc(hidden)]
+pub struct Adapter<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> bindings::exports::etcd_inspector::plugin::inspector::Guest for Adapter<P> {
+    fn describe() -> PluginInfo {
+        P::describe()
+    }
+    fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+        P::inspect(snapshot)
+    }
+}
+
+impl<P: Plugin> bindings::exports::etcd_inspector::plugin::watcher::Guest for Adapter<P> {
+    fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
+        P::on_events(snapshot, events)
+    }
+}
+
+/// Export a [`Plugin`] implementation as the component's entry points.
+///
+/// ```ignore
+/// etcd_inspector_sdk::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        type __EtcdInspectorPlugin = $crate::Adapter<$plugin>;
+        $crate::bindings::__export_bindings!(__EtcdInspectorPlugin with_types_in $crate::bindings);
+    };
+}
