@@ -198,6 +198,23 @@ impl Sample {
 }
 
 impl ClusterSnapshot {
+    /// The seed's `endpoint` label for `member`: the host of its first client
+    /// URL, or `host:port` when another member shares that host (the seed's
+    /// host-only label made such members collide).
+    pub fn endpoint_label(&self, member: &Member) -> String {
+        let shared = self.members.iter().filter(|m| m.host == member.host).count() > 1;
+        if !shared {
+            return member.host.clone();
+        }
+        let url = member
+            .client_urls
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&member.endpoint);
+        let authority = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+        authority.split('/').next().unwrap_or(authority).to_string()
+    }
+
     /// The value of parameter `key` (a cluster annotation or inspection
     /// setting), if set.
     pub fn param(&self, key: &str) -> Option<&str> {

@@ -1,1 +1,10 @@
+//! End-to-end tests: real etcd processes (Debian's etcd-server) started by
+//! the harness, and the real `etcd-inspector` binary with real plugins.
+//! Build the plugins first (`make test` does): scripts/build-plugins.sh.
 
+mod harness;
+
+mod bad_manifests;
+mod healthy;
+mod hostile_plugins;
+mod tls_and_auth;

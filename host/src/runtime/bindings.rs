@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use etcd_inspector::plugin::types;
+pub use self::etcd_inspector::plugin::types;

@@ -41,9 +41,7 @@ impl Plugin for Healthy {
                         false
                     }
                 };
-                // The seed labels by host only; two members on one host would
-                // collide, so such members get host:port (see the README).
-                Sample::new(HEALTHY, if healthy { 1.0 } else { 0.0 }).label("endpoint", member.host.clone())
+                Sample::new(HEALTHY, if healthy { 1.0 } else { 0.0 }).label("endpoint", snapshot.endpoint_label(member))
             })
             .collect();
         Ok(samples)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the bundled plugins and the hostile test fixtures as wasm32-wasip2
+# components and copies them into $PLUGIN_OUT (default: <target>/plugins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+out="${PLUGIN_OUT:-$target_dir/plugins}"
+bundled=(healthy)
+fixtures=(spin membomb panicker)
+args=()
+for p in "${bundled[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
+cargo build --quiet --profile plugin --target wasm32-wasip2 "${args[@]}"
+mkdir -p "$out/bundled" "$out/fixtures"
+for p in "${bundled[@]}"; do cp "$target_dir/wasm32-wasip2/plugin/$p.wasm" "$out/bundled/"; done
+for p in "${fixtures[@]}"; do cp "$target_dir/wasm32-wasip2/plugin/$p.wasm" "$out/fixtures/"; done
+echo "plugins in $out"

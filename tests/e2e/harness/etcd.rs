@@ -1,0 +1,163 @@
+//! Real etcd clusters from Debian's etcd-server, on free loopback ports, in
+//! a temp dir; every process is killed when the value is dropped, also when
+//! a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::certs::Pki;
+use super::{free_port, wait_until};
+
+pub struct Member {
+    pub client_url: String,
+    child: Child,
+}
+
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    pub dir: tempfile::TempDir,
+    tls: Option<PathBuf>,
+}
+
+pub struct Options<'a> {
+    pub size: usize,
+    /// Serve clients over https with client-certificate auth.
+    pub tls: Option<&'a Pki>,
+}
+
+impl EtcdCluster {
+    pub async fn start(options: Options<'_>) -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let tls = options.tls.map(|pki| {
+            let tls_dir = dir.path().join("tls");
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            for (name, body) in [
+                ("ca.crt", &pki.ca.cert),
+                ("server.crt", &pki.server.cert),
+                ("server.key", &pki.server.key),
+                ("client.crt", &pki.client.cert),
+                ("client.key", &pki.client.key),
+            ] {
+                std::fs::write(tls_dir.join(name), body).unwrap();
+            }
+            tls_dir
+        });
+        let ports: Vec<(u16, u16)> = (0..options.size).map(|_| (free_port(), free_port())).collect();
+        let token = format!("t{}", ports[0].0);
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let name = format!("m{i}");
+                let client_url = format!("{scheme}://127.0.0.1:{client}");
+                let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+                let mut cmd = Command::new("etcd");
+                cmd.args(["--name", &name])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(&name))
+                    .args([
+                        "--listen-client-urls",
+                        &client_url,
+                        "--advertise-client-urls",
+                        &client_url,
+                    ])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-cluster",
+                        &initial.join(","),
+                        "--initial-cluster-state",
+                        "new",
+                    ])
+                    .args(["--initial-cluster-token", &token, "--logger", "zap"])
+                    .stdout(Stdio::null())
+                    .stderr(log);
+                if let Some(t) = &tls {
+                    cmd.arg("--cert-file").arg(t.join("server.crt"));
+                    cmd.arg("--key-file").arg(t.join("server.key"));
+                    cmd.arg("--trusted-ca-file").arg(t.join("ca.crt"));
+                    cmd.arg("--client-cert-auth");
+                }
+                let child = cmd.spawn().expect("start etcd (apt-get install etcd-server)");
+                Member { client_url, child }
+            })
+            .collect();
+        let cluster = EtcdCluster { members, dir, tls };
+        let endpoints = cluster.endpoints();
+        wait_until("etcd members healthy", Duration::from_secs(60), async || {
+            cluster
+                .etcdctl(&["--endpoints", &endpoints, "endpoint", "health"])
+                .map(|_| ())
+        })
+        .await;
+        cluster
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs etcdctl (v3 API, with this cluster's client certificate).
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--command-timeout", "3s", "--dial-timeout", "2s"]);
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.join("ca.crt").display()));
+            cmd.arg(format!("--cert={}", t.join("client.crt").display()));
+            cmd.arg(format!("--key={}", t.join("client.key").display()));
+        }
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    /// Index of the current leader, from `endpoint status`.
+    pub fn leader_index(&self) -> usize {
+        let out = self
+            .etcdctl(&["--endpoints", &self.endpoints(), "endpoint", "status", "-w", "json"])
+            .unwrap();
+        let statuses: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let leader = statuses[0]["Status"]["leader"].as_u64().unwrap();
+        statuses
+            .iter()
+            .position(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .expect("leader among members")
+    }
+
+    pub fn signal(&self, index: usize, signal: Signal) {
+        kill(Pid::from_raw(self.members[index].child.id() as i32), signal).unwrap();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The real `etcd-inspector` binary in standalone mode, on a free port, with
+//! its log captured to a file.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::metrics::Scrape;
+use super::{free_port, http_client, wait_until};
+
+pub struct Host {
+    child: Child,
+    pub base_url: String,
+    log_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Host {
+    /// Starts the host with `plugins` copied into its plugin directory,
+    /// `manifests` (file name, YAML) in its manifest directory, and extra flags.
+    pub async fn start(plugins: &[PathBuf], manifests: &[(&str, String)], extra: &[&str]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin_dir = dir.path().join("plugins");
+        let manifest_dir = dir.path().join("manifests");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        std::fs::create_dir_all(&manifest_dir).unwrap();
+        for p in plugins {
+            std::fs::copy(p, plugin_dir.join(p.file_name().unwrap())).unwrap();
+        }
+        for (name, body) in manifests {
+            std::fs::write(manifest_dir.join(name), body).unwrap();
+        }
+        let port = free_port();
+        let log_path = dir.path().join("host.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
+            .arg("standalone")
+            .arg("--manifests")
+            .arg(&manifest_dir)
+            .arg("--plugin-dir")
+            .arg(&plugin_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let host = Host {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            log_path,
+            dir,
+            client: http_client(),
+        };
+        wait_until("host /health", Duration::from_secs(60), async || {
+            host.get("/health").await.map(|_| ())
+        })
+        .await;
+        host
+    }
+
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    pub async fn get(&self, path: &str) -> Result<String, String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        response.text().await.map_err(|e| e.to_string())
+    }
+
+    pub async fn scrape(&self) -> Scrape {
+        Scrape::parse(&self.get("/metrics").await.expect("scrape /metrics"))
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.get(path).await.expect("GET json")).expect("JSON")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- host log ----\n{}", self.log());
+        }
+    }
+}
+
+/// An EtcdCluster manifest in the seed's schema.
+pub fn cluster_manifest(name: &str, annotations: &[(&str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: etcd.clay.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n"
+    );
+    for (k, v) in annotations {
+        yaml.push_str(&format!("    {k}: {}\n", serde_json::to_string(v).unwrap()));
+    }
+    yaml.push_str("spec:\n  clusterType: imported\n");
+    yaml
+}
+
+/// An EtcdInspection manifest (`<cluster>-<feature>`).
+pub fn inspection_manifest(cluster: &str, feature: &str, interval: u32) -> String {
+    format!(
+        "apiVersion: etcd.clay.io/v1alpha1\nkind: EtcdInspection\nmetadata:\n  name: {cluster}-{feature}\n  namespace: default\nspec:\n  clusterName: {cluster}\n  inspectionType: {feature}\n  intervalInSecond: {interval}\n"
+    )
+}

@@ -1,0 +1,110 @@
+//! healthy.wasm against a real 3-member cluster, with a member frozen by SIGSTOP.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
+const INTERVAL: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_reads_0_within_two_intervals_and_recovers() {
+    let etcd = EtcdCluster::start(Options { size: 3, tls: None }).await;
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
+        (
+            "healthy.yaml",
+            inspection_manifest("prod", "healthy", INTERVAL.as_secs() as u32),
+        ),
+    ];
+    // The probe of a frozen member ends at the etcd timeout, well inside an interval.
+    let host = Host::start(
+        &[plugin_file("bundled", "healthy")],
+        &manifests,
+        &["--etcd-timeout", "1"],
+    )
+    .await;
+
+    // Every member is discovered through MemberList, though only one was given.
+    wait_until("all three members healthy", 4 * INTERVAL, async || {
+        let scrape = host.scrape().await;
+        let series = scrape.all(HEALTHY, &[("clusterName", "prod")]);
+        if series.len() == 3 && series.iter().all(|(_, v)| *v == 1.0) {
+            Ok(())
+        } else {
+            Err(format!("{series:?}"))
+        }
+    })
+    .await;
+    // Members sharing a host are told apart by port (the seed's host-only label collided).
+    let scrape = host.scrape().await;
+    for m in &etcd.members {
+        let label = m.client_url.trim_start_matches("http://");
+        assert_eq!(
+            scrape.get(HEALTHY, &[("clusterName", "prod"), ("endpoint", label)]),
+            Some(1.0)
+        );
+    }
+
+    // Freeze a follower: the leader stays, so the other two must stay healthy throughout.
+    let leader = etcd.leader_index();
+    let frozen = (leader + 1) % 3;
+    let frozen_label = etcd.members[frozen]
+        .client_url
+        .trim_start_matches("http://")
+        .to_string();
+    etcd.signal(frozen, Signal::SIGSTOP);
+    let stopped_at = Instant::now();
+    wait_until("the frozen member reads 0", 2 * INTERVAL, async || {
+        let scrape = host.scrape().await;
+        for (i, m) in etcd.members.iter().enumerate().filter(|(i, _)| *i != frozen) {
+            let label = m.client_url.trim_start_matches("http://");
+            let value = scrape.get(HEALTHY, &[("clusterName", "prod"), ("endpoint", label)]);
+            assert_eq!(
+                value,
+                Some(1.0),
+                "member {i} must stay healthy while {frozen} is frozen"
+            );
+        }
+        match scrape.get(HEALTHY, &[("clusterName", "prod"), ("endpoint", &frozen_label)]) {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("frozen member reported after {:?}", stopped_at.elapsed());
+
+    etcd.signal(frozen, Signal::SIGCONT);
+    wait_until(
+        "the thawed member reads 1 again",
+        2 * INTERVAL + Duration::from_secs(2),
+        async || {
+            let scrape = host.scrape().await;
+            match scrape.get(HEALTHY, &[("clusterName", "prod"), ("endpoint", &frozen_label)]) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // An unhealthy member is a finding, not a failed inspection.
+    let scrape = host.scrape().await;
+    assert_eq!(scrape.get("inspection_failed_num", &[("clusterName", "prod")]), None);
+    assert!(
+        scrape
+            .get(
+                "etcd_inspector_plugin_invocations_total",
+                &[("plugin", "healthy"), ("outcome", "ok")]
+            )
+            .unwrap()
+            >= 3.0
+    );
+}

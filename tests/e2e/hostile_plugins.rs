@@ -1,0 +1,158 @@
+//! Hostile plugins next to healthy: each fails cleanly and healthy keeps
+//! producing metrics.
+
+use std::time::Duration;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
+    let etcd = EtcdCluster::start(Options { size: 1, tls: None }).await;
+    let junk_dir = tempfile::tempdir().unwrap();
+    let junk = junk_dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"this is not WebAssembly").unwrap();
+    let core = junk_dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let plugins = [
+        plugin_file("bundled", "healthy"),
+        plugin_file("fixtures", "spin"),
+        plugin_file("fixtures", "membomb"),
+        plugin_file("fixtures", "panicker"),
+        junk,
+        core,
+    ];
+    let features = ["healthy", "spin", "membomb", "panicker"];
+    let mut manifests = vec![(
+        "cluster.yaml",
+        cluster_manifest(
+            "prod",
+            &[
+                ("importedAddr", &etcd.members[0].client_url),
+                ("featureGates", "healthy=true,spin=true,membomb=true,panicker=true"),
+            ],
+        ),
+    )];
+    let names = ["i0.yaml", "i1.yaml", "i2.yaml", "i3.yaml"];
+    for (file, feature) in names.iter().zip(features) {
+        manifests.push((file, inspection_manifest("prod", feature, 2)));
+    }
+    let host = Host::start(
+        &plugins,
+        &manifests,
+        &["--plugin-timeout", "1", "--plugin-memory-mib", "16"],
+    )
+    .await;
+
+    // Rejected at load, with the reason, without stopping the others.
+    let statuses = host.json("/plugins").await;
+    let reason = |file: &str| {
+        statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["file"].as_str().unwrap().ends_with(file))
+            .unwrap()["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(reason("junk.wasm"), "not a WebAssembly file (bad magic bytes)");
+    assert!(
+        reason("core.wasm").contains("a core WebAssembly module, not a component"),
+        "{}",
+        reason("core.wasm")
+    );
+    let scrape = host.scrape().await;
+    assert_eq!(
+        scrape.get("etcd_inspector_plugin_load_errors_total", &[("reason", "not_wasm")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.get("etcd_inspector_plugin_load_errors_total", &[("reason", "core_module")]),
+        Some(1.0)
+    );
+
+    let expected = [("spin", "timeout"), ("membomb", "oom"), ("panicker", "trap")];
+    let healthy_before = host
+        .scrape()
+        .await
+        .get(
+            "etcd_inspector_plugin_invocations_total",
+            &[("plugin", "healthy"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0);
+    wait_until(
+        "every hostile plugin failed twice while healthy kept running",
+        Duration::from_secs(30),
+        async || {
+            let scrape = host.scrape().await;
+            for (plugin, outcome) in expected {
+                let n = scrape.get(
+                    "etcd_inspector_plugin_invocations_total",
+                    &[("plugin", plugin), ("outcome", outcome)],
+                );
+                if n.unwrap_or(0.0) < 2.0 {
+                    return Err(format!("{plugin}/{outcome}: {n:?}"));
+                }
+                let failed = scrape.get(
+                    "inspection_failed_num",
+                    &[("clusterName", "prod"), ("inspectionType", plugin)],
+                );
+                if failed.unwrap_or(0.0) < 2.0 {
+                    return Err(format!("inspection_failed_num {plugin}: {failed:?}"));
+                }
+            }
+            let healthy_ok = scrape.get(
+                "etcd_inspector_plugin_invocations_total",
+                &[("plugin", "healthy"), ("outcome", "ok")],
+            );
+            if healthy_ok.unwrap_or(0.0) < healthy_before + 2.0 {
+                return Err(format!("healthy ok calls {healthy_ok:?}"));
+            }
+            match scrape.get("inspection_etcd_endpoint_healthy", &[("clusterName", "prod")]) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("healthy gauge {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    let scrape = host.scrape().await;
+    // The infinite loop is stopped at its 1 s deadline, not later.
+    let sum = scrape
+        .get(
+            "etcd_inspector_plugin_invocation_duration_seconds_sum",
+            &[("plugin", "spin")],
+        )
+        .unwrap();
+    let count = scrape
+        .get(
+            "etcd_inspector_plugin_invocation_duration_seconds_count",
+            &[("plugin", "spin")],
+        )
+        .unwrap();
+    let mean = sum / count;
+    assert!(
+        (0.95..1.6).contains(&mean),
+        "spin calls took {mean:.3}s on average; the deadline is 1s"
+    );
+    assert_eq!(
+        scrape.get(
+            "etcd_inspector_plugin_invocations_total",
+            &[("plugin", "spin"), ("outcome", "ok")]
+        ),
+        None
+    );
+
+    let log = host.log();
+    for needle in [
+        "interrupted at its deadline",
+        "memory limit reached",
+        "deliberate panic while inspecting prod",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+    assert_eq!(host.get("/health").await.unwrap(), "ok");
+}

@@ -1,0 +1,144 @@
+//! TLS with client-certificate auth (certificates made in the test), a wrong
+//! CA, and username/password auth.
+
+use std::time::Duration;
+
+use crate::harness::certs::Pki;
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clusters_are_verified_against_their_ca() {
+    let pki = Pki::new("cluster-ca");
+    let stranger = Pki::new("some-other-ca");
+    let etcd = EtcdCluster::start(Options {
+        size: 1,
+        tls: Some(&pki),
+    })
+    .await;
+    let good_dir = etcd.dir().join("certs-good");
+    let wrong_dir = etcd.dir().join("certs-wrong-ca");
+    pki.write_cert_dir(&good_dir, &pki.ca.cert);
+    pki.write_cert_dir(&wrong_dir, &stranger.ca.cert);
+    let url = etcd.members[0].client_url.clone();
+    let manifests = [
+        (
+            "secure.yaml",
+            cluster_manifest(
+                "secure",
+                &[("importedAddr", &url), ("certName", good_dir.to_str().unwrap())],
+            ),
+        ),
+        (
+            "wrongca.yaml",
+            cluster_manifest(
+                "wrongca",
+                &[("importedAddr", &url), ("certName", wrong_dir.to_str().unwrap())],
+            ),
+        ),
+        ("i1.yaml", inspection_manifest("secure", "healthy", 1)),
+        ("i2.yaml", inspection_manifest("wrongca", "healthy", 1)),
+    ];
+    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
+
+    wait_until(
+        "secure reads 1 and wrongca reads 0",
+        Duration::from_secs(20),
+        async || {
+            let scrape = host.scrape().await;
+            let secure = scrape.get(HEALTHY, &[("clusterName", "secure")]);
+            let wrong = scrape.get(HEALTHY, &[("clusterName", "wrongca")]);
+            if secure == Some(1.0) && wrong == Some(0.0) {
+                Ok(())
+            } else {
+                Err(format!("secure={secure:?} wrongca={wrong:?}"))
+            }
+        },
+    )
+    .await;
+    let log = host.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("wrongca") && l.contains("UnknownIssuer")),
+        "the log must say the server certificate is not trusted:\n{log}"
+    );
+    assert!(!log.contains("PRIVATE KEY"), "key material must never be logged");
+    assert_eq!(host.get("/health").await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
+    let etcd = EtcdCluster::start(Options { size: 1, tls: None }).await;
+    let ep = etcd.members[0].client_url.clone();
+    etcd.etcdctl(&[
+        "--endpoints",
+        &ep,
+        "user",
+        "add",
+        "root",
+        "--new-user-password=s3cret-root",
+    ])
+    .unwrap();
+    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
+    let creds = |dir: &str, password: &str| {
+        let path = etcd.dir().join(dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("username"), "root\n").unwrap();
+        std::fs::write(path.join("password"), password).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (good, bad) = (creds("auth-good", "s3cret-root"), creds("auth-bad", "not-the-password"));
+    let manifests = [
+        (
+            "a.yaml",
+            cluster_manifest("authed", &[("importedAddr", &ep), ("certName", &good)]),
+        ),
+        (
+            "b.yaml",
+            cluster_manifest("badpass", &[("importedAddr", &ep), ("certName", &bad)]),
+        ),
+        ("i1.yaml", inspection_manifest("authed", "healthy", 1)),
+        ("i2.yaml", inspection_manifest("badpass", "healthy", 1)),
+    ];
+    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
+
+    wait_until(
+        "authed discovers its member by name",
+        Duration::from_secs(20),
+        async || {
+            let status = host.json("/").await;
+            let clusters = status["clusters"].as_array().cloned().unwrap_or_default();
+            let authed = clusters
+                .iter()
+                .find(|c| c["cluster"] == "default/authed")
+                .cloned()
+                .unwrap_or_default();
+            let has_member = authed["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m.as_str().unwrap().starts_with("m0 ")));
+            let failed_logged = host
+                .log()
+                .lines()
+                .any(|l| l.contains("badpass") && l.contains("authentication failed"));
+            if has_member && failed_logged {
+                Ok(())
+            } else {
+                Err(format!("authed={authed} failed_logged={failed_logged}"))
+            }
+        },
+    )
+    .await;
+    let log = host.log();
+    assert!(
+        !log.contains("s3cret-root") && !log.contains("not-the-password"),
+        "passwords must never be logged:\n{log}"
+    );
+    let status = host.get("/").await.unwrap();
+    assert!(
+        !status.contains("s3cret-root"),
+        "passwords must never reach the status page"
+    );
+}
