@@ -178,9 +178,15 @@ fn parse_seeds(value: Option<&str>) -> Result<Vec<String>, String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
-            let url = Url::parse(item)
-                .map_err(|e| format!("{item:?} is not a URL ({e}); expected a URL such as https://10.0.0.1:2379"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            let url = Url::parse(item).map_err(|e| {
+                let why = if item.contains("://") {
+                    e.to_string()
+                } else {
+                    "no scheme".into()
+                };
+                format!("{item:?} is not a URL ({why}); expected a URL such as https://10.0.0.1:2379")
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !item.contains("://") {
                 return Err(format!("{item:?}: expected an http:// or https:// URL with a host"));
             }
             Ok(url.as_str().trim_end_matches('/').to_string())
@@ -233,4 +239,117 @@ pub fn parse_feature_gates(value: &str) -> (BTreeMap<String, bool>, Vec<String>)
         }
     }
     (gates, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::crd::EtcdClusterSpec;
+
+    fn cluster(annotations: &[(&str, &str)]) -> EtcdCluster {
+        let mut c = EtcdCluster::new(
+            "c1",
+            EtcdClusterSpec {
+                cluster_type: "imported".into(),
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        c
+    }
+
+    fn config(annotations: &[(&str, &str)]) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::from_resources(&cluster(annotations), &[], |_| Ok(Credentials::default()))
+    }
+
+    #[test]
+    fn feature_gates_follow_go_parse_bool_and_report_skipped_items() {
+        let (gates, warnings) = parse_feature_gates("healthy=true, alarm=F,consistency=1,request=yes,broken");
+        assert_eq!(gates.get("healthy"), Some(&true));
+        assert_eq!(gates.get("alarm"), Some(&false));
+        assert_eq!(gates.get("consistency"), Some(&true));
+        assert_eq!(gates.get("request"), None);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("\"request=yes\""), "{warnings:?}");
+    }
+
+    #[test]
+    fn imported_addr_takes_a_comma_list_of_urls_including_ipv6() {
+        let c = config(&[("importedAddr", "https://10.0.0.1:2379/, http://[::1]:2379")]);
+        let err = c.unwrap_err();
+        assert_eq!(err.field, "metadata.annotations.certName", "https needs a CA: {err}");
+        let c = config(&[("importedAddr", "http://10.0.0.1:2379/, http://[::1]:2379")]).unwrap();
+        assert_eq!(c.seeds, vec!["http://10.0.0.1:2379", "http://[::1]:2379"]);
+    }
+
+    #[test]
+    fn errors_name_the_cluster_and_the_field() {
+        let err = config(&[]).unwrap_err();
+        assert_eq!(err.cluster, "ns/c1");
+        assert_eq!(err.field, "metadata.annotations.importedAddr");
+        let err = config(&[("importedAddr", "10.0.0.1:2379")]).unwrap_err();
+        assert!(
+            err.message.contains("(no scheme); expected a URL such as https://"),
+            "{err}"
+        );
+        let err = config(&[("importedAddr", "etcd-0:2379")]).unwrap_err();
+        assert!(err.message.contains("expected an http:// or https:// URL"), "{err}");
+        let err = config(&[("importedAddr", "http://a:1"), ("extClientURL", "a:1=>b:2")]).unwrap_err();
+        assert_eq!(err.field, "metadata.annotations.extClientURL");
+        let mut c = cluster(&[("importedAddr", "http://a:1")]);
+        c.spec.storage_backend = Some("v2".into());
+        let err = ClusterConfig::from_resources(&c, &[], |_| Ok(Credentials::default())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cluster ns/c1: spec.storageBackend: unsupported value \"v2\", expected \"v3\""
+        );
+    }
+
+    #[test]
+    fn ext_client_url_maps_host_port_pairs_including_ipv6() {
+        let c = config(&[
+            ("importedAddr", "http://a:1"),
+            ("extClientURL", "10.0.0.1:2379->lb:32379,[fd00::1]:2379->x:1"),
+        ])
+        .unwrap();
+        assert_eq!(c.rewrites.get("10.0.0.1:2379").map(String::as_str), Some("lb:32379"));
+        assert_eq!(c.rewrites.get("[fd00::1]:2379").map(String::as_str), Some("x:1"));
+    }
+
+    #[test]
+    fn inspections_add_features_and_set_intervals_unless_the_gate_says_false() {
+        let c = cluster(&[
+            ("importedAddr", "http://a:1"),
+            ("featureGates", "healthy=true,alarm=false"),
+        ]);
+        let inspection = |feature: &str, interval| {
+            EtcdInspection::new(
+                &format!("c1-{feature}"),
+                crate::cluster::crd::EtcdInspectionSpec {
+                    cluster_name: "c1".into(),
+                    inspection_type: feature.into(),
+                    interval_in_second: interval,
+                    ..Default::default()
+                },
+            )
+        };
+        let (a, b, d) = (
+            inspection("healthy", Some(7)),
+            inspection("alarm", Some(5)),
+            inspection("custom", None),
+        );
+        let config = ClusterConfig::from_resources(&c, &[&a, &b, &d], |_| Ok(Credentials::default())).unwrap();
+        let features: Vec<(&str, Option<Duration>)> =
+            config.features.iter().map(|(k, v)| (k.as_str(), v.interval)).collect();
+        assert_eq!(
+            features,
+            vec![("custom", None), ("healthy", Some(Duration::from_secs(7)))]
+        );
+    }
 }

@@ -146,3 +146,55 @@ impl Credentials {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    fn from(entries: &[(&str, &str)]) -> Result<Credentials, CredentialsError> {
+        Credentials::from_entries("secret ns/x", |name| {
+            Ok(entries
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_bytes().to_vec()))
+        })
+    }
+
+    #[test]
+    fn seed_and_kstone_key_names_are_accepted() {
+        let seed = from(&[("ca.crt", PEM), ("server.crt", PEM), ("server.key", PEM)]).unwrap();
+        let kstone = from(&[("ca.pem", PEM), ("client.pem", PEM), ("client-key.pem", PEM)]).unwrap();
+        assert_eq!(seed, kstone);
+        assert!(seed.identity.is_some() && seed.ca_pem.is_some() && seed.user.is_none());
+    }
+
+    #[test]
+    fn half_an_identity_is_an_error_not_silently_plain_text() {
+        let err = from(&[("ca.crt", PEM), ("server.crt", PEM)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret ns/x: server.crt is present but server.key is not; a client certificate needs both"
+        );
+        assert!(from(&[("username", "u")]).unwrap_err().to_string().contains("password"));
+        assert!(from(&[("ca.crt", "garbage")])
+            .unwrap_err()
+            .to_string()
+            .contains("ca.crt: no PEM data"));
+    }
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let c = from(&[
+            ("username", "root\n"),
+            ("password", "hunter2\n"),
+            ("server.crt", PEM),
+            ("server.key", PEM),
+        ])
+        .unwrap();
+        assert_eq!(c.user, Some(("root".into(), "hunter2".into())));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("BEGIN"), "{shown}");
+    }
+}

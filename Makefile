@@ -1,0 +1,21 @@
+# The two commands of the README, and the checks CI runs.
+.PHONY: run test plugins check fmt clippy
+
+run:
+	./scripts/run-local.sh
+
+test:
+	./scripts/test.sh
+
+plugins:
+	./scripts/build-plugins.sh
+
+check: fmt clippy
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	./scripts/setup.sh
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p spin -p membomb -p panicker -- -D warnings
