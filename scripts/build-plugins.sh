@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="${PLUGIN_OUT:-$target_dir/plugins}"
 bundled=(healthy)
-fixtures=(spin membomb panicker)
+fixtures=(spin membomb panicker noop)
 args=()
 for p in "${bundled[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
 cargo build --quiet --profile plugin --target wasm32-wasip2 "${args[@]}"

@@ -48,9 +48,44 @@ pub mod bindings {
 }
 
 pub use bindings::etcd_inspector::plugin::types::{
-    Alarm, AlarmType, ClusterSnapshot, EtcdError, EventKind, KeyInfo, KvHash, Member, MemberHealth, MemberStatus,
-    MetricDesc, MetricKind, PluginInfo, RangeCount, Sample, WatchEvent,
+    Alarm, AlarmType, ClusterSnapshot, EtcdError, EventKind, KeyInfo, KeyRange, KvHash, Member, MemberHealth,
+    MemberStatus, MetricDesc, MetricKind, PluginInfo, RangeCount, Sample, WatchEvent,
 };
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        KeyRange {
+            start: vec![0],
+            end: Vec::new(),
+        }
+    }
+
+    /// Every key starting with `prefix` (an empty prefix means every key).
+    pub fn prefix(prefix: impl AsRef<[u8]>) -> Self {
+        let prefix = prefix.as_ref();
+        if prefix.is_empty() {
+            return Self::all();
+        }
+        KeyRange {
+            start: prefix.to_vec(),
+            end: prefix_end(prefix),
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (empty when
+/// there is none, i.e. the end of the keyspace).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
 
 /// Read-only calls into the etcd cluster under inspection.
 ///
@@ -59,7 +94,7 @@ pub use bindings::etcd_inspector::plugin::types::{
 /// [`Member::endpoint`](crate::Member) from the snapshot.
 pub mod etcd {
     use crate::bindings::etcd_inspector::plugin::etcd as host;
-    pub use crate::{Alarm, EtcdError, KeyInfo, KvHash, Member, MemberHealth, MemberStatus, RangeCount};
+    pub use crate::{Alarm, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus, RangeCount};
 
     /// Current members, through the cluster's balanced connection.
     pub fn member_list() -> Result<Vec<Member>, EtcdError> {
@@ -83,26 +118,44 @@ pub mod etcd {
         host::health(endpoint)
     }
 
-    /// Count keys under `prefix` (empty: every key) without transferring
-    /// them. `revision` 0 means latest; `endpoint` `None` lets the host pick
-    /// a member.
+    /// Count the keys of `range` without transferring them. `revision` 0
+    /// means latest; `endpoint` `None` lets the host pick a member;
+    /// `serializable` answers from that member's local state.
     pub fn count(
         endpoint: Option<&str>,
-        prefix: &[u8],
+        range: &KeyRange,
         revision: u64,
         serializable: bool,
     ) -> Result<RangeCount, EtcdError> {
-        host::count(endpoint, prefix, revision, serializable)
+        host::count(endpoint, range, revision, serializable)
     }
 
-    /// Keys (no values) under `prefix`, at most `limit` of them.
-    pub fn keys(prefix: &[u8], limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
-        host::keys(prefix, limit, revision)
+    /// Keys (no values) of `range` in key order, at most `limit` of them
+    /// (the host caps it at 10000).
+    pub fn keys(range: &KeyRange, limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
+        host::keys(range, limit, revision)
     }
 
     /// HashKV of one member at `revision` (0: latest).
     pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
         host::hash_kv(endpoint, revision)
+    }
+}
+
+/// A small memory of this plugin for the cluster being inspected, kept by
+/// the host between calls (each call runs in a fresh instance).
+pub mod state {
+    use crate::bindings::etcd_inspector::plugin::state as host;
+
+    /// The bytes the last successful call stored, if any.
+    pub fn load() -> Option<Vec<u8>> {
+        host::load()
+    }
+
+    /// Keeps `value` (at most 64 KiB) for the next call, if this call
+    /// succeeds.
+    pub fn store(value: &[u8]) -> Result<(), String> {
+        host::store(value)
     }
 }
 
@@ -235,7 +288,8 @@ pub trait Plugin {
     fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String>;
 
     /// A batch of watch events under the prefixes from
-    /// [`PluginInfo::watch`]. Gauges returned are set, counters incremented.
+    /// [`PluginInfo::watch`]. Every returned value is *added*: counters
+    /// grow, gauges move by the (possibly negative) value.
     fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
         let _ = (snapshot, events);
         Err("this plugin does not consume watch events".into())

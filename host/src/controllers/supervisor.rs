@@ -224,6 +224,7 @@ impl Supervisor {
                 metrics: self.metrics.clone(),
                 permits: self.permits.clone(),
                 runs: entry.runs.clone(),
+                state: Mutex::new(None),
             };
             let abort = tokio::spawn(job.run()).abort_handle();
             entry.tasks.insert(
@@ -259,6 +260,8 @@ struct Job {
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     runs: Arc<Mutex<BTreeMap<String, RunRecord>>>,
+    /// The plugin's `state` for this cluster; lives as long as the schedule.
+    state: Mutex<Option<Vec<u8>>>,
 }
 
 impl Job {
@@ -309,14 +312,20 @@ impl Job {
             params: self.params.clone(),
         };
         let runtime = self.plugins.runtime();
-        let result = runtime.inspect(plugin, self.connection.clone(), snapshot).await;
+        let state = self.state.lock().unwrap().clone();
+        let result = runtime.inspect(plugin, self.connection.clone(), snapshot, state).await;
         let elapsed = started.elapsed();
         let (outcome, message) = match result {
-            Ok(samples) => match self
+            Ok(done) => match self
                 .metrics
-                .commit(&self.feature, &self.cluster.name, &samples, CommitMode::Replace)
+                .commit(&self.feature, &self.cluster.name, &done.samples, CommitMode::Replace)
             {
-                Ok(()) => (Outcome::Ok, format!("{} samples", samples.len())),
+                Ok(()) => {
+                    if let Some(state) = done.state {
+                        *self.state.lock().unwrap() = Some(state);
+                    }
+                    (Outcome::Ok, format!("{} samples", done.samples.len()))
+                }
                 Err(e) => (Outcome::PluginError, format!("samples rejected: {e}")),
             },
             Err(failure) => (failure.outcome, failure.message),

@@ -239,19 +239,20 @@ impl ClusterConnection {
             .collect())
     }
 
-    /// Count-only range; `endpoint` picks the member that serves it.
+    /// Count-only range over [start, end) (`end` empty: to the end of the
+    /// keyspace); `endpoint` picks the member that serves it.
     pub async fn count(
         &self,
         endpoint: Option<&str>,
-        prefix: &[u8],
+        (start, end): (&[u8], &[u8]),
         revision: u64,
         serializable: bool,
     ) -> Result<(u64, u64), CallError> {
-        let mut options = range_options(prefix, revision).with_count_only();
+        let mut options = range_options(end, revision).with_count_only();
         if serializable {
             options = options.with_serializable();
         }
-        let key = range_start(prefix);
+        let key = range_start(start);
         let response = match endpoint {
             Some(ep) => {
                 let mut client = self.client_for(ep).await?;
@@ -272,17 +273,15 @@ impl ClusterConnection {
         Ok((response.count().max(0) as u64, rev))
     }
 
-    /// Keys (no values) under `prefix`, at most `limit`.
+    /// Keys (no values) of [start, end), at most `limit`.
     pub async fn keys(
         &self,
-        prefix: &[u8],
+        (start, end): (&[u8], &[u8]),
         limit: u32,
         revision: u64,
     ) -> Result<Vec<(Vec<u8>, u64, u64, u64)>, CallError> {
-        let options = range_options(prefix, revision)
-            .with_keys_only()
-            .with_limit(limit as i64);
-        let key = range_start(prefix);
+        let options = range_options(end, revision).with_keys_only().with_limit(limit as i64);
+        let key = range_start(start);
         let response = self
             .on_any_endpoint(|mut c| {
                 let (key, options) = (key.clone(), options.clone());

@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::etcd_inspector::plugin::{etcd, log, types};
+use super::bindings::etcd_inspector::plugin::{etcd, log, state, types};
 use crate::etcd::{CallError, ClusterConnection};
 
 /// Log lines one call may write; the rest are counted and dropped.
@@ -16,6 +16,8 @@ const LOG_LINES_PER_CALL: u32 = 32;
 const LOG_LINE_BYTES: usize = 2048;
 /// Most keys one `keys` call returns, whatever the plugin asks.
 const MAX_KEYS: u32 = 10_000;
+/// Most bytes of `state` a plugin may keep per cluster.
+const MAX_STATE_BYTES: usize = 64 * 1024;
 
 /// Store data of one call. A new one is made for every call.
 pub struct HostState {
@@ -26,6 +28,9 @@ pub struct HostState {
     pub(super) cluster: Option<(String, Arc<ClusterConnection>)>,
     pub(super) logs_left: u32,
     pub(super) logs_dropped: u32,
+    /// What the last successful call stored, and what this one stores.
+    pub(super) state_in: Option<Vec<u8>>,
+    pub(super) state_out: Option<Vec<u8>>,
 }
 
 impl HostState {
@@ -43,13 +48,15 @@ impl HostState {
             cluster,
             logs_left: LOG_LINES_PER_CALL,
             logs_dropped: 0,
+            state_in: None,
+            state_out: None,
         }
     }
 
-    fn connection(&self) -> Result<&ClusterConnection, types::EtcdError> {
+    fn connection(&self) -> Result<Arc<ClusterConnection>, types::EtcdError> {
         self.cluster
             .as_ref()
-            .map(|(_, c)| c.as_ref())
+            .map(|(_, c)| c.clone())
             .ok_or_else(|| types::EtcdError::Unavailable("no cluster in this call (describe)".into()))
     }
 }
@@ -91,29 +98,36 @@ pub(super) fn to_wit_member(m: crate::etcd::MemberInfo) -> types::Member {
 
 type EtcdResult<T> = wasmtime::Result<Result<T, types::EtcdError>>;
 
+/// Runs one etcd call on the call's cluster and converts its answer. Takes
+/// the connection, not the store data, which must not be held across awaits.
+async fn on_cluster<R, T>(
+    connection: Result<Arc<ClusterConnection>, types::EtcdError>,
+    call: impl AsyncFnOnce(&ClusterConnection) -> Result<R, CallError>,
+    convert: impl FnOnce(R) -> T,
+) -> EtcdResult<T> {
+    Ok(match connection {
+        Ok(c) => call(&c).await.map(convert).map_err(Into::into),
+        Err(e) => Err(e),
+    })
+}
+
 impl types::Host for HostState {}
 
 impl etcd::Host for HostState {
     async fn member_list(&mut self) -> EtcdResult<Vec<types::Member>> {
-        Ok(match self.connection() {
-            Ok(c) => c
-                .refresh_members()
-                .await
-                .map(|ms| ms.into_iter().map(to_wit_member).collect())
-                .map_err(Into::into),
-            Err(e) => Err(e),
-        })
+        on_cluster(
+            self.connection(),
+            async |c| c.refresh_members().await,
+            |ms| ms.into_iter().map(to_wit_member).collect(),
+        )
+        .await
     }
 
     async fn status(&mut self, endpoint: String) -> EtcdResult<types::MemberStatus> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.status(&endpoint)
-            .await
-            .map_err(Into::into)
-            .map(|s| types::MemberStatus {
+        on_cluster(
+            self.connection(),
+            async |c| c.status(&endpoint).await,
+            |s| types::MemberStatus {
                 member_id: s.member_id,
                 version: s.version,
                 db_size: s.db_size,
@@ -125,69 +139,70 @@ impl etcd::Host for HostState {
                 revision: s.revision,
                 is_learner: s.is_learner,
                 errors: s.errors,
-            }))
+            },
+        )
+        .await
     }
 
     async fn alarm_list(&mut self) -> EtcdResult<Vec<types::Alarm>> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.alarm_list().await.map_err(Into::into).map(|alarms| {
-            alarms
-                .into_iter()
-                .filter_map(|(member_id, kind)| {
-                    let alarm = match kind.as_str() {
-                        "NOSPACE" => types::AlarmType::Nospace,
-                        "CORRUPT" => types::AlarmType::Corrupt,
-                        _ => return None,
-                    };
-                    Some(types::Alarm { member_id, alarm })
-                })
-                .collect()
-        }))
+        on_cluster(
+            self.connection(),
+            async |c| c.alarm_list().await,
+            |alarms| {
+                alarms
+                    .into_iter()
+                    .filter_map(|(member_id, kind)| {
+                        let alarm = match kind.as_str() {
+                            "NOSPACE" => types::AlarmType::Nospace,
+                            "CORRUPT" => types::AlarmType::Corrupt,
+                            _ => return None,
+                        };
+                        Some(types::Alarm { member_id, alarm })
+                    })
+                    .collect()
+            },
+        )
+        .await
     }
 
     async fn health(&mut self, endpoint: String) -> EtcdResult<types::MemberHealth> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.health(&endpoint)
-            .await
-            .map_err(Into::into)
-            .map(|h| types::MemberHealth {
+        on_cluster(
+            self.connection(),
+            async |c| c.health(&endpoint).await,
+            |h| types::MemberHealth {
                 healthy: h.healthy,
                 reason: h.reason,
-            }))
+            },
+        )
+        .await
     }
 
     async fn count(
         &mut self,
         endpoint: Option<String>,
-        prefix: Vec<u8>,
+        range: types::KeyRange,
         revision: u64,
         serializable: bool,
     ) -> EtcdResult<types::RangeCount> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.count(endpoint.as_deref(), &prefix, revision, serializable)
-            .await
-            .map_err(Into::into)
-            .map(|(count, revision)| types::RangeCount { count, revision }))
+        on_cluster(
+            self.connection(),
+            async |c| {
+                c.count(endpoint.as_deref(), (&range.start, &range.end), revision, serializable)
+                    .await
+            },
+            |(count, revision)| types::RangeCount { count, revision },
+        )
+        .await
     }
 
-    async fn keys(&mut self, prefix: Vec<u8>, limit: u32, revision: u64) -> EtcdResult<Vec<types::KeyInfo>> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.keys(&prefix, limit.clamp(1, MAX_KEYS), revision)
-            .await
-            .map_err(Into::into)
-            .map(|keys| {
+    async fn keys(&mut self, range: types::KeyRange, limit: u32, revision: u64) -> EtcdResult<Vec<types::KeyInfo>> {
+        on_cluster(
+            self.connection(),
+            async |c| {
+                c.keys((&range.start, &range.end), limit.clamp(1, MAX_KEYS), revision)
+                    .await
+            },
+            |keys| {
                 keys.into_iter()
                     .map(|(key, create_revision, mod_revision, version)| types::KeyInfo {
                         key,
@@ -196,22 +211,40 @@ impl etcd::Host for HostState {
                         version,
                     })
                     .collect()
-            }))
+            },
+        )
+        .await
     }
 
     async fn hash_kv(&mut self, endpoint: String, revision: u64) -> EtcdResult<types::KvHash> {
-        let c = match self.connection() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(c.hash_kv(&endpoint, revision).await.map_err(Into::into).map(
+        on_cluster(
+            self.connection(),
+            async |c| c.hash_kv(&endpoint, revision).await,
             |(member_id, hash, compact_revision, hash_revision)| types::KvHash {
                 member_id,
                 hash,
                 compact_revision,
                 hash_revision,
             },
-        ))
+        )
+        .await
+    }
+}
+
+impl state::Host for HostState {
+    async fn load(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.state_in.clone())
+    }
+
+    async fn store(&mut self, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        if value.len() > MAX_STATE_BYTES {
+            return Ok(Err(format!(
+                "{} bytes is more than the {MAX_STATE_BYTES} a plugin may keep",
+                value.len()
+            )));
+        }
+        self.state_out = Some(value);
+        Ok(Ok(()))
     }
 }
 

@@ -78,6 +78,14 @@ pub struct CallFailure {
     pub message: String,
 }
 
+/// A successful inspection: the samples to commit, and the state the
+/// plugin stored (if it stored any) for its next call.
+#[derive(Debug)]
+pub struct Inspection {
+    pub samples: Vec<SampleValue>,
+    pub state: Option<Vec<u8>>,
+}
+
 /// What the host knows of a cluster at call time.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -138,9 +146,9 @@ impl Runtime {
             timeout: DESCRIBE_TIMEOUT.min(self.limits.timeout),
             ..self.limits.clone()
         };
-        let info = match self.call(&pre, "(loading)", None, Call::Describe, &limits).await {
-            Ok(Reply::Describe(info)) => plugin::check_info(info)?,
-            Ok(Reply::Inspect(_)) => unreachable!("describe returns a description"),
+        let info = match self.call(&pre, "(loading)", None, None, Call::Describe, &limits).await {
+            Ok((Reply::Describe(info), _)) => plugin::check_info(info)?,
+            Ok((Reply::Inspect(_), _)) => unreachable!("describe returns a description"),
             Err(f) => return Err(LoadError::Describe(f.to_string())),
         };
         Ok(LoadedPlugin {
@@ -151,13 +159,15 @@ impl Runtime {
         })
     }
 
-    /// One inspection round of `plugin` against a cluster.
+    /// One inspection round of `plugin` against a cluster; `state` is what
+    /// the plugin stored in its last successful call on this cluster.
     pub async fn inspect(
         &self,
         plugin: &LoadedPlugin,
         connection: Arc<ClusterConnection>,
         snapshot: Snapshot,
-    ) -> Result<Vec<SampleValue>, CallFailure> {
+        state: Option<Vec<u8>>,
+    ) -> Result<Inspection, CallFailure> {
         let cluster_name = snapshot.name.clone();
         let wit_snapshot = types::ClusterSnapshot {
             name: snapshot.name,
@@ -165,24 +175,29 @@ impl Runtime {
             members: snapshot.members.into_iter().map(host::to_wit_member).collect(),
             params: snapshot.params,
         };
-        let reply = self
+        let cluster = Some((cluster_name, connection));
+        let (reply, state) = self
             .call(
                 &plugin.pre,
                 &plugin.info.name,
-                Some((cluster_name, connection)),
+                cluster,
+                state,
                 Call::Inspect(wit_snapshot),
                 &self.limits,
             )
             .await?;
         match reply {
-            Reply::Inspect(Ok(samples)) => Ok(samples
-                .into_iter()
-                .map(|s| SampleValue {
-                    metric: s.metric,
-                    labels: s.labels,
-                    value: s.value,
-                })
-                .collect()),
+            Reply::Inspect(Ok(samples)) => Ok(Inspection {
+                samples: samples
+                    .into_iter()
+                    .map(|s| SampleValue {
+                        metric: s.metric,
+                        labels: s.labels,
+                        value: s.value,
+                    })
+                    .collect(),
+                state,
+            }),
             Reply::Inspect(Err(message)) => Err(CallFailure {
                 outcome: Outcome::PluginError,
                 message,
@@ -196,9 +211,10 @@ impl Runtime {
         pre: &InspectionPluginPre<HostState>,
         plugin: &str,
         cluster: Option<(String, Arc<ClusterConnection>)>,
+        state: Option<Vec<u8>>,
         call: Call,
         limits: &CallLimits,
-    ) -> Result<Reply, CallFailure> {
+    ) -> Result<(Reply, Option<Vec<u8>>), CallFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         // No preopens, no env, no args, sockets denied: a plugin reaches the
         // world only through our imports.
@@ -210,7 +226,9 @@ impl Runtime {
             .memories(32)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, HostState::new(plugin, cluster, wasi, store_limits));
+        let mut host_state = HostState::new(plugin, cluster, wasi, store_limits);
+        host_state.state_in = state;
+        let mut store = Store::new(&self.engine, host_state);
         store.limiter(|s| &mut s.limits);
         // The default deadline is "already expired". Yield to tokio every
         // tick so a computing guest never holds a worker thread, and
@@ -250,7 +268,7 @@ impl Runtime {
         if dropped > 0 {
             tracing::warn!(plugin, dropped, "plugin log lines dropped (rate limit)");
         }
-        reply
+        reply.map(|r| (r, store.data_mut().state_out.take()))
     }
 }
 
