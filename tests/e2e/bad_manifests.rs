@@ -12,7 +12,7 @@ const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_are_reported_by_cluster_and_field_and_the_rest_runs() {
-    let etcd = EtcdCluster::start(Options { size: 1, tls: None }).await;
+    let etcd = EtcdCluster::start(Options::new(1)).await;
     let url = etcd.members[0].client_url.clone();
     let typo = cluster_manifest("typo", &[("importedAddr", &url), ("featureGates", "healthy=true")])
         .replace("clusterType: imported", "clusterType: improted");

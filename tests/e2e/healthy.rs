@@ -13,7 +13,7 @@ const INTERVAL: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_reads_0_within_two_intervals_and_recovers() {
-    let etcd = EtcdCluster::start(Options { size: 3, tls: None }).await;
+    let etcd = EtcdCluster::start(Options::new(3)).await;
     let manifests = [
         (
             "cluster.yaml",

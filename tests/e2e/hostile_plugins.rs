@@ -9,7 +9,7 @@ use crate::harness::{plugin_file, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
-    let etcd = EtcdCluster::start(Options { size: 1, tls: None }).await;
+    let etcd = EtcdCluster::start(Options::new(1)).await;
     let junk_dir = tempfile::tempdir().unwrap();
     let junk = junk_dir.path().join("junk.wasm");
     std::fs::write(&junk, b"this is not WebAssembly").unwrap();

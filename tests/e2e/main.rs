@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod alarm;
 mod bad_manifests;
 mod healthy;
 mod hostile_plugins;

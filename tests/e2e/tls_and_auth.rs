@@ -14,11 +14,7 @@ const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
 async fn tls_clusters_are_verified_against_their_ca() {
     let pki = Pki::new("cluster-ca");
     let stranger = Pki::new("some-other-ca");
-    let etcd = EtcdCluster::start(Options {
-        size: 1,
-        tls: Some(&pki),
-    })
-    .await;
+    let etcd = EtcdCluster::start(Options::new(1).tls(&pki)).await;
     let good_dir = etcd.dir().join("certs-good");
     let wrong_dir = etcd.dir().join("certs-wrong-ca");
     pki.write_cert_dir(&good_dir, &pki.ca.cert);
@@ -71,7 +67,7 @@ async fn tls_clusters_are_verified_against_their_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
-    let etcd = EtcdCluster::start(Options { size: 1, tls: None }).await;
+    let etcd = EtcdCluster::start(Options::new(1)).await;
     let ep = etcd.members[0].client_url.clone();
     etcd.etcdctl(&[
         "--endpoints",

@@ -28,6 +28,22 @@ pub struct Options<'a> {
     pub size: usize,
     /// Serve clients over https with client-certificate auth.
     pub tls: Option<&'a Pki>,
+    /// `--quota-backend-bytes`, to reach NOSPACE quickly.
+    pub quota_bytes: Option<u64>,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(size: usize) -> Self {
+        Options { size, tls: None, quota_bytes: None }
+    }
+
+    pub fn tls(self, pki: &'a Pki) -> Self {
+        Options { tls: Some(pki), ..self }
+    }
+
+    pub fn quota(self, bytes: u64) -> Self {
+        Options { quota_bytes: Some(bytes), ..self }
+    }
 }
 
 impl EtcdCluster {
@@ -83,6 +99,9 @@ impl EtcdCluster {
                     .args(["--initial-cluster-token", &token, "--logger", "zap"])
                     .stdout(Stdio::null())
                     .stderr(log);
+                if let Some(bytes) = options.quota_bytes {
+                    cmd.arg(format!("--quota-backend-bytes={bytes}"));
+                }
                 if let Some(t) = &tls {
                     cmd.arg("--cert-file").arg(t.join("server.crt"));
                     cmd.arg("--key-file").arg(t.join("server.key"));
@@ -142,6 +161,25 @@ impl EtcdCluster {
             .iter()
             .position(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
             .expect("leader among members")
+    }
+
+    /// Member ids and the current revision, from `endpoint status`.
+    pub fn status(&self) -> Vec<(u64, u64)> {
+        let out = self.etcdctl(&["--endpoints", &self.endpoints(), "endpoint", "status", "-w", "json"]).unwrap();
+        let statuses: Vec<Value> = serde_json::from_str(&out).unwrap();
+        statuses
+            .iter()
+            .map(|s| {
+                let header = &s["Status"]["header"];
+                (header["member_id"].as_u64().unwrap(), header["revision"].as_u64().unwrap())
+            })
+            .collect()
+    }
+
+    /// A client of the etcd-client crate for calls etcdctl lacks (alarm ACTIVATE).
+    pub async fn client(&self) -> etcd_client::Client {
+        let endpoints: Vec<&str> = self.members.iter().map(|m| m.client_url.as_str()).collect();
+        etcd_client::Client::connect(endpoints, None).await.unwrap()
     }
 
     pub fn signal(&self, index: usize, signal: Signal) {

@@ -1,0 +1,120 @@
+//! The seed's `alarm` inspection, corrected:
+//! `inspection_etcd_endpoint_alarm{clusterName, endpoint, alarmType}` is set
+//! for every (member, type) on every run — 1 while the alarm is active, 0
+//! otherwise — so a cleared alarm returns to 0 while others stay (D9).
+//!
+//! AlarmList is a raft proposal and fails exactly when a cluster is in
+//! trouble, so it is called only when a member's Status reports an alarm,
+//! or every few minutes as a cross-check. Status is local and cheap.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etcd_inspector_sdk::{
+    etcd, export_plugin, gauge, log, state, Alarm, AlarmType, ClusterSnapshot, MemberStatus, Plugin, PluginInfo,
+    Sample,
+};
+
+const ALARM: &str = "inspection_etcd_endpoint_alarm";
+const TYPES: [(&str, AlarmType); 2] = [("NOSPACE", AlarmType::Nospace), ("CORRUPT", AlarmType::Corrupt)];
+/// Seconds between AlarmList cross-checks when Status shows no alarm.
+const LIST_INTERVAL_PARAM: &str = "etcd-inspector.io/alarm-list-interval-seconds";
+const DEFAULT_LIST_INTERVAL: u64 = 300;
+
+struct AlarmInspection;
+
+impl Plugin for AlarmInspection {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("alarm", env!("CARGO_PKG_VERSION")).metric(gauge(
+            ALARM,
+            "The alarm of etcd member",
+            &["endpoint", "alarmType"],
+        ))
+    }
+
+    fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+        let mut failures = Vec::new();
+        let statuses: Vec<MemberStatus> = snapshot
+            .members
+            .iter()
+            .filter_map(|m| match etcd::status(&m.endpoint) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    failures.push(format!("{}: {e:?}", m.endpoint));
+                    None
+                }
+            })
+            .collect();
+        if statuses.is_empty() {
+            return Err(format!("no member answered Status: {}", failures.join("; ")));
+        }
+        let alarms = active_alarms(&snapshot, &statuses)?;
+        let mut samples = Vec::new();
+        for member in &snapshot.members {
+            let endpoint = snapshot.endpoint_label(member);
+            for (name, kind) in TYPES {
+                let on = alarms.iter().any(|a| a.alarm == kind && (a.member_id == member.id || a.member_id == 0));
+                samples.push(
+                    Sample::new(ALARM, if on { 1.0 } else { 0.0 })
+                        .label("endpoint", endpoint.clone())
+                        .label("alarmType", name),
+                );
+            }
+        }
+        Ok(samples)
+    }
+}
+
+/// The active alarms: from AlarmList when it is due or Status shows one,
+/// otherwise none (alarms are replicated, so every member's Status lists them).
+fn active_alarms(snapshot: &ClusterSnapshot, statuses: &[MemberStatus]) -> Result<Vec<Alarm>, String> {
+    let reported = from_status_errors(statuses);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let interval = snapshot
+        .param(LIST_INTERVAL_PARAM)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LIST_INTERVAL);
+    let last_list = state::load().and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse::<u64>().ok());
+    let due = last_list.is_none_or(|t| now.saturating_sub(t) >= interval);
+    if reported.is_empty() && !due {
+        return Ok(Vec::new());
+    }
+    match etcd::alarm_list() {
+        Ok(alarms) => {
+            // Remember the cross-check only when it was the reason to call.
+            if reported.is_empty() {
+                state::store(now.to_string().as_bytes())?;
+            }
+            Ok(alarms)
+        }
+        Err(e) if !reported.is_empty() => {
+            log::warn(&format!("AlarmList failed ({e:?}); using the alarms members report in Status"));
+            Ok(reported)
+        }
+        Err(e) => Err(format!("AlarmList failed: {e:?}")),
+    }
+}
+
+/// Status errors carry alarms as `memberID:<id> alarm:<TYPE>`.
+fn from_status_errors(statuses: &[MemberStatus]) -> Vec<Alarm> {
+    let mut alarms: Vec<Alarm> = Vec::new();
+    for error in statuses.iter().flat_map(|s| s.errors.iter()) {
+        let field = |name: &str| {
+            error
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix(name))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        let kind = match field("alarm:").as_deref() {
+            Some("NOSPACE") => AlarmType::Nospace,
+            Some("CORRUPT") => AlarmType::Corrupt,
+            _ => continue,
+        };
+        let member_id = field("memberID:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if !alarms.iter().any(|a| a.member_id == member_id && a.alarm == kind) {
+            alarms.push(Alarm { member_id, alarm: kind });
+        }
+    }
+    alarms
+}
+
+export_plugin!(AlarmInspection);

@@ -1,0 +1,108 @@
+//! alarm.wasm: real NOSPACE from a tiny quota, and CORRUPT/NOSPACE raised
+//! and cleared through the Maintenance Alarm API.
+
+use std::time::Duration;
+
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+const ALARM: &str = "inspection_etcd_endpoint_alarm";
+
+async fn start_host(etcd: &EtcdCluster) -> Host {
+    let manifests = [
+        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)])),
+        ("alarm.yaml", inspection_manifest("prod", "alarm", 1)),
+    ];
+    Host::start(&[plugin_file("bundled", "alarm")], &manifests, &[]).await
+}
+
+fn endpoint(etcd: &EtcdCluster, index: usize) -> String {
+    let url = &etcd.members[index].client_url;
+    if etcd.members.len() > 1 {
+        url.trim_start_matches("http://").to_string()
+    } else {
+        "127.0.0.1".to_string()
+    }
+}
+
+/// Waits until every (member, type) series has the expected value.
+async fn expect(host: &Host, expected: &[(String, &str, f64)]) {
+    wait_until(&format!("alarms {expected:?}"), Duration::from_secs(20), async || {
+        let scrape = host.scrape().await;
+        for (endpoint, kind, value) in expected {
+            let got = scrape.get(ALARM, &[("clusterName", "prod"), ("endpoint", endpoint), ("alarmType", kind)]);
+            if got != Some(*value) {
+                return Err(format!("{endpoint}/{kind}: {got:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery() {
+    let etcd = EtcdCluster::start(Options::new(1).quota(2 << 20)).await;
+    let host = start_host(&etcd).await;
+    let ep = endpoint(&etcd, 0);
+    expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep.clone(), "CORRUPT", 0.0)]).await;
+
+    let mut client = etcd.client().await;
+    let value = vec![b'x'; 100 * 1024];
+    let mut written = 0;
+    let error = loop {
+        match client.put(format!("/fill/{written}"), value.clone(), None).await {
+            Ok(_) => written += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(written < 1000, "a 2 MiB quota never filled");
+    };
+    assert!(error.contains("database space exceeded"), "{error}");
+    expect(&host, &[(ep.clone(), "NOSPACE", 1.0), (ep.clone(), "CORRUPT", 0.0)]).await;
+
+    // The documented recovery: free space, compact, defragment, disarm.
+    let url = etcd.members[0].client_url.clone();
+    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"]).unwrap();
+    let revision = etcd.status()[0].1.to_string();
+    etcd.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
+    etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
+    etcd.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
+    expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep, "CORRUPT", 0.0)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleared_alarm_returns_to_0_while_another_stays_1() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    let host = start_host(&etcd).await;
+    let ids = etcd.status();
+    let (a, b) = (endpoint(&etcd, 0), endpoint(&etcd, 1));
+    let mut client = etcd.client().await;
+    let raise = |member: u64| {
+        let mut options = AlarmOptions::new();
+        options.with_member(member);
+        options
+    };
+    client.alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(raise(ids[0].0))).await.unwrap();
+    client.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(raise(ids[1].0))).await.unwrap();
+    let c = endpoint(&etcd, 2);
+    expect(
+        &host,
+        &[
+            (a.clone(), "CORRUPT", 1.0),
+            (a.clone(), "NOSPACE", 0.0),
+            (b.clone(), "NOSPACE", 1.0),
+            (b.clone(), "CORRUPT", 0.0),
+            (c.clone(), "NOSPACE", 0.0),
+            (c.clone(), "CORRUPT", 0.0),
+        ],
+    )
+    .await;
+
+    client.alarm(AlarmAction::Deactivate, AlarmType::Corrupt, Some(raise(ids[0].0))).await.unwrap();
+    expect(&host, &[(a.clone(), "CORRUPT", 0.0), (b.clone(), "NOSPACE", 1.0), (b, "CORRUPT", 0.0)]).await;
+    let failed = host.scrape().await.get("inspection_failed_num", &[("clusterName", "prod")]);
+    assert_eq!(failed, None, "raised alarms are findings, not failed inspections");
+}
