@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/build-plugins.sh
-cargo test --workspace --exclude healthy --exclude alarm --exclude spin --exclude membomb --exclude panicker --exclude noop "$@"
+cargo test --workspace --exclude healthy --exclude alarm --exclude consistency --exclude spin --exclude membomb --exclude panicker --exclude noop "$@"

@@ -181,6 +181,21 @@ pub mod log {
     }
 }
 
+impl EtcdError {
+    /// A readable description, for logs and error messages.
+    pub fn message(&self) -> String {
+        match self {
+            EtcdError::Timeout(m) => format!("timeout: {m}"),
+            EtcdError::Unavailable(m) => format!("unavailable: {m}"),
+            EtcdError::Compacted(rev) => format!("revision compacted (compact revision {rev})"),
+            EtcdError::FutureRevision => "revision not reached yet by this member".into(),
+            EtcdError::PermissionDenied(m) => format!("permission denied: {m}"),
+            EtcdError::UnknownEndpoint(m) => format!("{m} is not an endpoint of this cluster"),
+            EtcdError::Other(m) => m.clone(),
+        }
+    }
+}
+
 /// Declare a gauge: a value the plugin sets on every inspection.
 /// `labels` excludes `clusterName`, which the host adds.
 pub fn gauge(name: &str, help: &str, labels: &[&str]) -> MetricDesc {

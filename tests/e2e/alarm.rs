@@ -13,7 +13,10 @@ const ALARM: &str = "inspection_etcd_endpoint_alarm";
 
 async fn start_host(etcd: &EtcdCluster) -> Host {
     let manifests = [
-        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)])),
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
         ("alarm.yaml", inspection_manifest("prod", "alarm", 1)),
     ];
     Host::start(&[plugin_file("bundled", "alarm")], &manifests, &[]).await
@@ -33,7 +36,10 @@ async fn expect(host: &Host, expected: &[(String, &str, f64)]) {
     wait_until(&format!("alarms {expected:?}"), Duration::from_secs(20), async || {
         let scrape = host.scrape().await;
         for (endpoint, kind, value) in expected {
-            let got = scrape.get(ALARM, &[("clusterName", "prod"), ("endpoint", endpoint), ("alarmType", kind)]);
+            let got = scrape.get(
+                ALARM,
+                &[("clusterName", "prod"), ("endpoint", endpoint), ("alarmType", kind)],
+            );
             if got != Some(*value) {
                 return Err(format!("{endpoint}/{kind}: {got:?}"));
             }
@@ -65,7 +71,8 @@ async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery() {
 
     // The documented recovery: free space, compact, defragment, disarm.
     let url = etcd.members[0].client_url.clone();
-    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"]).unwrap();
+    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"])
+        .unwrap();
     let revision = etcd.status()[0].1.to_string();
     etcd.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
     etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
@@ -85,8 +92,14 @@ async fn a_cleared_alarm_returns_to_0_while_another_stays_1() {
         options.with_member(member);
         options
     };
-    client.alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(raise(ids[0].0))).await.unwrap();
-    client.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(raise(ids[1].0))).await.unwrap();
+    client
+        .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(raise(ids[0].0)))
+        .await
+        .unwrap();
+    client
+        .alarm(AlarmAction::Activate, AlarmType::Nospace, Some(raise(ids[1].0)))
+        .await
+        .unwrap();
     let c = endpoint(&etcd, 2);
     expect(
         &host,
@@ -101,8 +114,22 @@ async fn a_cleared_alarm_returns_to_0_while_another_stays_1() {
     )
     .await;
 
-    client.alarm(AlarmAction::Deactivate, AlarmType::Corrupt, Some(raise(ids[0].0))).await.unwrap();
-    expect(&host, &[(a.clone(), "CORRUPT", 0.0), (b.clone(), "NOSPACE", 1.0), (b, "CORRUPT", 0.0)]).await;
-    let failed = host.scrape().await.get("inspection_failed_num", &[("clusterName", "prod")]);
+    client
+        .alarm(AlarmAction::Deactivate, AlarmType::Corrupt, Some(raise(ids[0].0)))
+        .await
+        .unwrap();
+    expect(
+        &host,
+        &[
+            (a.clone(), "CORRUPT", 0.0),
+            (b.clone(), "NOSPACE", 1.0),
+            (b, "CORRUPT", 0.0),
+        ],
+    )
+    .await;
+    let failed = host
+        .scrape()
+        .await
+        .get("inspection_failed_num", &[("clusterName", "prod")]);
     assert_eq!(failed, None, "raised alarms are findings, not failed inspections");
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod alarm;
 mod bad_manifests;
+mod consistency;
 mod healthy;
 mod hostile_plugins;
 mod tls_and_auth;

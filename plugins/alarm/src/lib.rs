@@ -10,8 +10,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_inspector_sdk::{
-    etcd, export_plugin, gauge, log, state, Alarm, AlarmType, ClusterSnapshot, MemberStatus, Plugin, PluginInfo,
-    Sample,
+    etcd, export_plugin, gauge, log, state, Alarm, AlarmType, ClusterSnapshot, MemberStatus, Plugin, PluginInfo, Sample,
 };
 
 const ALARM: &str = "inspection_etcd_endpoint_alarm";
@@ -39,7 +38,7 @@ impl Plugin for AlarmInspection {
             .filter_map(|m| match etcd::status(&m.endpoint) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    failures.push(format!("{}: {e:?}", m.endpoint));
+                    failures.push(format!("{}: {}", m.endpoint, e.message()));
                     None
                 }
             })
@@ -52,7 +51,9 @@ impl Plugin for AlarmInspection {
         for member in &snapshot.members {
             let endpoint = snapshot.endpoint_label(member);
             for (name, kind) in TYPES {
-                let on = alarms.iter().any(|a| a.alarm == kind && (a.member_id == member.id || a.member_id == 0));
+                let on = alarms
+                    .iter()
+                    .any(|a| a.alarm == kind && (a.member_id == member.id || a.member_id == 0));
                 samples.push(
                     Sample::new(ALARM, if on { 1.0 } else { 0.0 })
                         .label("endpoint", endpoint.clone())
@@ -68,12 +69,17 @@ impl Plugin for AlarmInspection {
 /// otherwise none (alarms are replicated, so every member's Status lists them).
 fn active_alarms(snapshot: &ClusterSnapshot, statuses: &[MemberStatus]) -> Result<Vec<Alarm>, String> {
     let reported = from_status_errors(statuses);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let interval = snapshot
         .param(LIST_INTERVAL_PARAM)
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_LIST_INTERVAL);
-    let last_list = state::load().and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse::<u64>().ok());
+    let last_list = state::load()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok());
     let due = last_list.is_none_or(|t| now.saturating_sub(t) >= interval);
     if reported.is_empty() && !due {
         return Ok(Vec::new());
@@ -87,10 +93,13 @@ fn active_alarms(snapshot: &ClusterSnapshot, statuses: &[MemberStatus]) -> Resul
             Ok(alarms)
         }
         Err(e) if !reported.is_empty() => {
-            log::warn(&format!("AlarmList failed ({e:?}); using the alarms members report in Status"));
+            log::warn(&format!(
+                "AlarmList failed ({}); using the alarms members report in Status",
+                e.message()
+            ));
             Ok(reported)
         }
-        Err(e) => Err(format!("AlarmList failed: {e:?}")),
+        Err(e) => Err(format!("AlarmList failed: {}", e.message())),
     }
 }
 

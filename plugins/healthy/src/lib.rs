@@ -35,8 +35,10 @@ impl Plugin for Healthy {
                     }
                     Err(e) => {
                         log::warn(&format!(
-                            "member {} ({}) health probe failed: {e}",
-                            member.name, member.endpoint
+                            "member {} ({}) health probe failed: {}",
+                            member.name,
+                            member.endpoint,
+                            e.message()
                         ));
                         false
                     }

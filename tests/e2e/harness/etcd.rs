@@ -34,7 +34,11 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     pub fn new(size: usize) -> Self {
-        Options { size, tls: None, quota_bytes: None }
+        Options {
+            size,
+            tls: None,
+            quota_bytes: None,
+        }
     }
 
     pub fn tls(self, pki: &'a Pki) -> Self {
@@ -42,7 +46,10 @@ impl<'a> Options<'a> {
     }
 
     pub fn quota(self, bytes: u64) -> Self {
-        Options { quota_bytes: Some(bytes), ..self }
+        Options {
+            quota_bytes: Some(bytes),
+            ..self
+        }
     }
 }
 
@@ -165,13 +172,18 @@ impl EtcdCluster {
 
     /// Member ids and the current revision, from `endpoint status`.
     pub fn status(&self) -> Vec<(u64, u64)> {
-        let out = self.etcdctl(&["--endpoints", &self.endpoints(), "endpoint", "status", "-w", "json"]).unwrap();
+        let out = self
+            .etcdctl(&["--endpoints", &self.endpoints(), "endpoint", "status", "-w", "json"])
+            .unwrap();
         let statuses: Vec<Value> = serde_json::from_str(&out).unwrap();
         statuses
             .iter()
             .map(|s| {
                 let header = &s["Status"]["header"];
-                (header["member_id"].as_u64().unwrap(), header["revision"].as_u64().unwrap())
+                (
+                    header["member_id"].as_u64().unwrap(),
+                    header["revision"].as_u64().unwrap(),
+                )
             })
             .collect()
     }

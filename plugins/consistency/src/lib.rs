@@ -1,0 +1,259 @@
+//! The seed's `consistency` inspection, computed so that an idle healthy
+//! cluster reads 0 and a busy one shows no false difference (D3, D12):
+//!
+//! 1. Status from every member (round 1).
+//! 2. A common revision R = the lowest member revision: every member has it.
+//! 3. On each member, through its own connection: a serializable count-only
+//!    range at R, and HashKV at R.
+//! 4. Status from every member again (round 2), to bound raft lag.
+//!
+//! Gauges (seed names, `clusterName` only):
+//! - `inspection_etcd_node_diff_total`: key count spread at R.
+//! - `inspection_etcd_node_revision_diff_total`: the largest revision gap
+//!   between two members that had applied the same raft index. Revision is
+//!   a deterministic function of the applied log, so any gap is divergence
+//!   (etcd #13766); a lagging member is not a gap.
+//! - `inspection_etcd_node_raft_applied_index_diff_total`,
+//!   `inspection_etcd_node_raft_index_diff_total`: a lower bound on real lag,
+//!   `max(round-1 value) - min(round-2 value)`: reads taken at different
+//!   moments never show a difference that did not exist at some instant.
+//!
+//! And what no tool ships: the HashKV comparison at R
+//! (`inspection_etcd_hashkv_consistent` 1|0, only when every member could
+//! be compared; `inspection_etcd_hashkv_not_comparable` 1 otherwise, never
+//! reported as consistent), and per-member raw values with a `member` label.
+
+use etcd_inspector_sdk::{
+    etcd, export_plugin, gauge, log, ClusterSnapshot, KeyRange, KvHash, Member, MemberStatus, Plugin, PluginInfo,
+    Sample,
+};
+
+const KEY_DIFF: &str = "inspection_etcd_node_diff_total";
+const REVISION_DIFF: &str = "inspection_etcd_node_revision_diff_total";
+const APPLIED_DIFF: &str = "inspection_etcd_node_raft_applied_index_diff_total";
+const RAFT_DIFF: &str = "inspection_etcd_node_raft_index_diff_total";
+const HASH_CONSISTENT: &str = "inspection_etcd_hashkv_consistent";
+const HASH_NOT_COMPARABLE: &str = "inspection_etcd_hashkv_not_comparable";
+const COMPARED_REVISION: &str = "inspection_etcd_consistency_revision";
+const MEMBER_REACHABLE: &str = "inspection_etcd_member_reachable";
+const MEMBER_REVISION: &str = "inspection_etcd_member_revision";
+const MEMBER_RAFT_INDEX: &str = "inspection_etcd_member_raft_index";
+const MEMBER_APPLIED: &str = "inspection_etcd_member_raft_applied_index";
+const MEMBER_KEYS: &str = "inspection_etcd_member_key_total";
+const MEMBER_HASH: &str = "inspection_etcd_member_hashkv";
+
+/// Count only keys under this prefix (default: every key).
+const COUNT_PREFIX_PARAM: &str = "etcd-inspector.io/consistency-count-prefix";
+/// "false" turns the HashKV comparison off (it scans each member's whole store).
+const HASHKV_PARAM: &str = "etcd-inspector.io/consistency-hashkv";
+
+struct Consistency;
+
+/// What one member answered; `None` where a call failed.
+struct Reading<'a> {
+    member: &'a Member,
+    label: String,
+    first: MemberStatus,
+    second: Option<MemberStatus>,
+    keys: Option<u64>,
+    hash: Option<KvHash>,
+}
+
+impl Plugin for Consistency {
+    fn describe() -> PluginInfo {
+        let cluster = |name: &str, help: &str| gauge(name, help, &[]);
+        let member = |name: &str, help: &str| gauge(name, help, &["member"]);
+        PluginInfo::new("consistency", env!("CARGO_PKG_VERSION"))
+            .metric(cluster(KEY_DIFF, "total etcd node diff key"))
+            .metric(cluster(REVISION_DIFF, "The revision difference between all member"))
+            .metric(cluster(
+                APPLIED_DIFF,
+                "The raft applied index difference between all member",
+            ))
+            .metric(cluster(RAFT_DIFF, "The raft index difference between all member"))
+            .metric(cluster(
+                HASH_CONSISTENT,
+                "1 if every member has the same HashKV at the compared revision, 0 if not",
+            ))
+            .metric(cluster(
+                HASH_NOT_COMPARABLE,
+                "1 if the HashKV comparison could not be made this round",
+            ))
+            .metric(cluster(
+                COMPARED_REVISION,
+                "The common revision members were compared at",
+            ))
+            .metric(member(MEMBER_REACHABLE, "1 if the member answered Status this round"))
+            .metric(member(MEMBER_REVISION, "The member's store revision"))
+            .metric(member(MEMBER_RAFT_INDEX, "The member's raft (committed) index"))
+            .metric(member(MEMBER_APPLIED, "The member's raft applied index"))
+            .metric(member(MEMBER_KEYS, "Keys on the member at the compared revision"))
+            .metric(member(MEMBER_HASH, "The member's HashKV at the compared revision"))
+    }
+
+    fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+        let mut samples = Vec::new();
+        let mut readings = Vec::new();
+        let mut failures = Vec::new();
+        for member in &snapshot.members {
+            let label = if member.name.is_empty() {
+                snapshot.endpoint_label(member)
+            } else {
+                member.name.clone()
+            };
+            match etcd::status(&member.endpoint) {
+                Ok(first) => {
+                    readings.push(Reading {
+                        member,
+                        label,
+                        first,
+                        second: None,
+                        keys: None,
+                        hash: None,
+                    });
+                }
+                Err(e) => {
+                    log::warn(&format!("member {label}: Status failed: {}", e.message()));
+                    failures.push(label.clone());
+                    samples.push(Sample::new(MEMBER_REACHABLE, 0.0).label("member", label));
+                }
+            }
+        }
+        if readings.is_empty() {
+            return Err(format!("no member answered Status ({})", failures.join(", ")));
+        }
+        let revision = readings.iter().map(|r| r.first.revision).min().unwrap_or(0);
+        let prefix = snapshot.param(COUNT_PREFIX_PARAM).unwrap_or("");
+        let hashing = snapshot.param(HASHKV_PARAM) != Some("false");
+        for r in &mut readings {
+            let endpoint = &r.member.endpoint;
+            r.keys = etcd::count(Some(endpoint), &KeyRange::prefix(prefix), revision, true)
+                .map(|c| c.count)
+                .map_err(|e| {
+                    log::warn(&format!(
+                        "member {}: count at {revision} failed: {}",
+                        r.label,
+                        e.message()
+                    ))
+                })
+                .ok();
+            if hashing {
+                r.hash = etcd::hash_kv(endpoint, revision)
+                    .map_err(|e| {
+                        log::warn(&format!(
+                            "member {}: HashKV at {revision} failed: {}",
+                            r.label,
+                            e.message()
+                        ))
+                    })
+                    .ok();
+            }
+        }
+        for r in &mut readings {
+            r.second = etcd::status(&r.member.endpoint).ok();
+        }
+
+        for r in &readings {
+            let member = |name: &str, value: f64| Sample::new(name, value).label("member", r.label.clone());
+            samples.push(member(MEMBER_REACHABLE, 1.0));
+            let latest = r.second.as_ref().unwrap_or(&r.first);
+            samples.push(member(MEMBER_REVISION, latest.revision as f64));
+            samples.push(member(MEMBER_RAFT_INDEX, latest.raft_index as f64));
+            samples.push(member(MEMBER_APPLIED, latest.raft_applied_index as f64));
+            if let Some(keys) = r.keys {
+                samples.push(member(MEMBER_KEYS, keys as f64));
+            }
+            if let Some(hash) = &r.hash {
+                samples.push(member(MEMBER_HASH, hash.hash as f64));
+            }
+        }
+        samples.push(Sample::new(COMPARED_REVISION, revision as f64));
+
+        if readings.len() >= 2 {
+            let counts: Vec<u64> = readings.iter().filter_map(|r| r.keys).collect();
+            if counts.len() >= 2 {
+                samples.push(Sample::new(KEY_DIFF, spread(&counts) as f64));
+            }
+            samples.push(Sample::new(
+                REVISION_DIFF,
+                revision_gap_at_equal_applied_index(&readings) as f64,
+            ));
+            samples.push(Sample::new(
+                APPLIED_DIFF,
+                lag_lower_bound(&readings, |s| s.raft_applied_index) as f64,
+            ));
+            samples.push(Sample::new(
+                RAFT_DIFF,
+                lag_lower_bound(&readings, |s| s.raft_index) as f64,
+            ));
+        }
+        if hashing {
+            match compare_hashes(&snapshot, &readings) {
+                Some(consistent) => {
+                    samples.push(Sample::new(HASH_CONSISTENT, if consistent { 1.0 } else { 0.0 }));
+                    samples.push(Sample::new(HASH_NOT_COMPARABLE, 0.0));
+                }
+                None => samples.push(Sample::new(HASH_NOT_COMPARABLE, 1.0)),
+            }
+        }
+        Ok(samples)
+    }
+}
+
+fn spread(values: &[u64]) -> u64 {
+    values.iter().max().unwrap_or(&0) - values.iter().min().unwrap_or(&0)
+}
+
+/// The largest revision gap between two Status readings of different
+/// members at the same applied index (0 when no two readings share one).
+fn revision_gap_at_equal_applied_index(readings: &[Reading]) -> u64 {
+    let samples: Vec<(usize, &MemberStatus)> = readings
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| std::iter::once(&r.first).chain(r.second.as_ref()).map(move |s| (i, s)))
+        .collect();
+    let mut gap = 0;
+    for (i, a) in &samples {
+        for (j, b) in &samples {
+            if i < j && a.raft_applied_index == b.raft_applied_index {
+                gap = gap.max(a.revision.abs_diff(b.revision));
+            }
+        }
+    }
+    gap
+}
+
+/// A member read at `second` had *at least* that value then, and every
+/// round-1 reading happened before it: so `max(first) - min(second)` is a
+/// difference that really existed at one instant.
+fn lag_lower_bound(readings: &[Reading], value: impl Fn(&MemberStatus) -> u64) -> u64 {
+    let highest_first = readings.iter().map(|r| value(&r.first)).max().unwrap_or(0);
+    let lowest_second = readings.iter().filter_map(|r| r.second.as_ref().map(&value)).min();
+    lowest_second.map_or(0, |low| highest_first.saturating_sub(low))
+}
+
+/// `Some(consistent)` when every member answered HashKV with the same
+/// compact revision; `None` when the comparison cannot be made.
+fn compare_hashes(snapshot: &ClusterSnapshot, readings: &[Reading]) -> Option<bool> {
+    if readings.len() < snapshot.members.len() || readings.len() < 2 {
+        return None;
+    }
+    let hashes: Vec<&KvHash> = readings.iter().map(|r| r.hash.as_ref()).collect::<Option<_>>()?;
+    let compact = hashes[0].compact_revision;
+    if hashes.iter().any(|h| h.compact_revision != compact) {
+        log::info("members have different compact revisions; HashKV not comparable this round");
+        return None;
+    }
+    let consistent = hashes.iter().all(|h| h.hash == hashes[0].hash);
+    if !consistent {
+        let detail: Vec<String> = readings
+            .iter()
+            .zip(&hashes)
+            .map(|(r, h)| format!("{}={}", r.label, h.hash))
+            .collect();
+        log::error(&format!("HashKV mismatch: {}", detail.join(" ")));
+    }
+    Some(consistent)
+}
+
+export_plugin!(Consistency);

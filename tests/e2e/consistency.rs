@@ -1,0 +1,135 @@
+//! consistency.wasm on a real 3-member cluster: idle, busy, and with a
+//! frozen member.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::metrics::Scrape;
+use crate::harness::{plugin_file, wait_until};
+
+const KEY_DIFF: &str = "inspection_etcd_node_diff_total";
+const REVISION_DIFF: &str = "inspection_etcd_node_revision_diff_total";
+const APPLIED_DIFF: &str = "inspection_etcd_node_raft_applied_index_diff_total";
+const RAFT_DIFF: &str = "inspection_etcd_node_raft_index_diff_total";
+const CONSISTENT: &str = "inspection_etcd_hashkv_consistent";
+const NOT_COMPARABLE: &str = "inspection_etcd_hashkv_not_comparable";
+const REVISION: &str = "inspection_etcd_consistency_revision";
+
+async fn start(etcd: &EtcdCluster) -> Host {
+    let manifests = [
+        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)])),
+        ("consistency.yaml", inspection_manifest("prod", "consistency", 1)),
+    ];
+    Host::start(&[plugin_file("bundled", "consistency")], &manifests, &["--etcd-timeout", "1"]).await
+}
+
+fn cluster(scrape: &Scrape, name: &str) -> Option<f64> {
+    scrape.get(name, &[("clusterName", "prod")])
+}
+
+async fn write_keys(etcd: &EtcdCluster, n: usize) {
+    let mut client = etcd.client().await;
+    for i in 0..n {
+        client.put(format!("/registry/pods/default/p{i}"), "x", None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_reads_zero_everywhere_and_consistent() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    write_keys(&etcd, 40).await;
+    let host = start(&etcd).await;
+    let scrape = wait_until("a comparison with every member", Duration::from_secs(20), async || {
+        let scrape = host.scrape().await;
+        match cluster(&scrape, CONSISTENT) {
+            Some(_) => Ok(scrape),
+            None => Err(format!("{:?}", cluster(&scrape, NOT_COMPARABLE))),
+        }
+    })
+    .await;
+    for name in [KEY_DIFF, REVISION_DIFF, APPLIED_DIFF, RAFT_DIFF, NOT_COMPARABLE] {
+        assert_eq!(cluster(&scrape, name), Some(0.0), "{name}");
+    }
+    assert_eq!(cluster(&scrape, CONSISTENT), Some(1.0));
+    for member in ["m0", "m1", "m2"] {
+        let labels = [("clusterName", "prod"), ("member", member)];
+        assert_eq!(scrape.get("inspection_etcd_member_key_total", &labels), Some(40.0), "{member}");
+        assert_eq!(scrape.get("inspection_etcd_member_reachable", &labels), Some(1.0), "{member}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_cluster_shows_no_false_key_or_revision_difference() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    let host = start(&etcd).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut client = etcd.client().await;
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                client.put(format!("/registry/events/default/e{}", n % 500), n.to_string(), None).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    // Watch at least six inspection rounds while the writer runs.
+    let mut rounds = BTreeSet::new();
+    while rounds.len() < 6 {
+        let scrape = host.scrape().await;
+        if let Some(revision) = cluster(&scrape, REVISION) {
+            if rounds.insert(revision as u64) {
+                assert_eq!(cluster(&scrape, KEY_DIFF), Some(0.0), "key diff at revision {revision}");
+                assert_eq!(cluster(&scrape, REVISION_DIFF), Some(0.0), "revision diff at revision {revision}");
+                assert_eq!(cluster(&scrape, CONSISTENT), Some(1.0), "HashKV at revision {revision}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writer.is_finished(), "the writer failed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    let spread = rounds.last().unwrap() - rounds.first().unwrap();
+    assert!(spread > 100, "the rounds must be under load: only {spread} revisions ({writes} writes)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_makes_hashkv_not_comparable_not_consistent() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    write_keys(&etcd, 10).await;
+    let host = start(&etcd).await;
+    wait_until("a first comparison", Duration::from_secs(20), async || {
+        cluster(&host.scrape().await, CONSISTENT).ok_or("none yet".to_string())
+    })
+    .await;
+    let frozen = (etcd.leader_index() + 1) % 3;
+    let frozen_name = format!("m{frozen}");
+    etcd.signal(frozen, Signal::SIGSTOP);
+    let scrape = wait_until("not comparable", Duration::from_secs(20), async || {
+        let scrape = host.scrape().await;
+        let reachable = scrape.get("inspection_etcd_member_reachable", &[("member", frozen_name.as_str())]);
+        if cluster(&scrape, NOT_COMPARABLE) == Some(1.0) && reachable == Some(0.0) {
+            Ok(scrape)
+        } else {
+            Err(format!("not_comparable={:?} reachable={reachable:?}", cluster(&scrape, NOT_COMPARABLE)))
+        }
+    })
+    .await;
+    assert_eq!(cluster(&scrape, CONSISTENT), None, "an incomplete comparison is never reported as consistent");
+    // The other members' values are still there and still agree.
+    assert_eq!(cluster(&scrape, KEY_DIFF), Some(0.0));
+    for (i, member) in ["m0", "m1", "m2"].iter().enumerate().filter(|(i, _)| *i != frozen) {
+        let labels = [("clusterName", "prod"), ("member", *member)];
+        assert_eq!(scrape.get("inspection_etcd_member_key_total", &labels), Some(10.0), "member {i}");
+    }
+    assert_eq!(scrape.get("inspection_failed_num", &[("clusterName", "prod")]), None);
+    etcd.signal(frozen, Signal::SIGCONT);
+}
