@@ -18,4 +18,4 @@ fmt:
 clippy:
 	./scripts/setup.sh
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p spin -p membomb -p panicker -p noop -- -D warnings
+	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p spin -p membomb -p panicker -p noop -- -D warnings

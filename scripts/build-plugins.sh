@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="${PLUGIN_OUT:-$target_dir/plugins}"
-bundled=(healthy alarm consistency)
+bundled=(healthy alarm consistency request)
 fixtures=(spin membomb panicker noop)
 args=()
 for p in "${bundled[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done

@@ -23,10 +23,18 @@ const REVISION: &str = "inspection_etcd_consistency_revision";
 
 async fn start(etcd: &EtcdCluster) -> Host {
     let manifests = [
-        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)])),
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
         ("consistency.yaml", inspection_manifest("prod", "consistency", 1)),
     ];
-    Host::start(&[plugin_file("bundled", "consistency")], &manifests, &["--etcd-timeout", "1"]).await
+    Host::start(
+        &[plugin_file("bundled", "consistency")],
+        &manifests,
+        &["--etcd-timeout", "1"],
+    )
+    .await
 }
 
 fn cluster(scrape: &Scrape, name: &str) -> Option<f64> {
@@ -36,7 +44,10 @@ fn cluster(scrape: &Scrape, name: &str) -> Option<f64> {
 async fn write_keys(etcd: &EtcdCluster, n: usize) {
     let mut client = etcd.client().await;
     for i in 0..n {
-        client.put(format!("/registry/pods/default/p{i}"), "x", None).await.unwrap();
+        client
+            .put(format!("/registry/pods/default/p{i}"), "x", None)
+            .await
+            .unwrap();
     }
 }
 
@@ -59,8 +70,16 @@ async fn an_idle_cluster_reads_zero_everywhere_and_consistent() {
     assert_eq!(cluster(&scrape, CONSISTENT), Some(1.0));
     for member in ["m0", "m1", "m2"] {
         let labels = [("clusterName", "prod"), ("member", member)];
-        assert_eq!(scrape.get("inspection_etcd_member_key_total", &labels), Some(40.0), "{member}");
-        assert_eq!(scrape.get("inspection_etcd_member_reachable", &labels), Some(1.0), "{member}");
+        assert_eq!(
+            scrape.get("inspection_etcd_member_key_total", &labels),
+            Some(40.0),
+            "{member}"
+        );
+        assert_eq!(
+            scrape.get("inspection_etcd_member_reachable", &labels),
+            Some(1.0),
+            "{member}"
+        );
     }
 }
 
@@ -75,7 +94,10 @@ async fn a_busy_cluster_shows_no_false_key_or_revision_difference() {
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                client.put(format!("/registry/events/default/e{}", n % 500), n.to_string(), None).await.unwrap();
+                client
+                    .put(format!("/registry/events/default/e{}", n % 500), n.to_string(), None)
+                    .await
+                    .unwrap();
                 n += 1;
             }
             n
@@ -88,7 +110,11 @@ async fn a_busy_cluster_shows_no_false_key_or_revision_difference() {
         if let Some(revision) = cluster(&scrape, REVISION) {
             if rounds.insert(revision as u64) {
                 assert_eq!(cluster(&scrape, KEY_DIFF), Some(0.0), "key diff at revision {revision}");
-                assert_eq!(cluster(&scrape, REVISION_DIFF), Some(0.0), "revision diff at revision {revision}");
+                assert_eq!(
+                    cluster(&scrape, REVISION_DIFF),
+                    Some(0.0),
+                    "revision diff at revision {revision}"
+                );
                 assert_eq!(cluster(&scrape, CONSISTENT), Some(1.0), "HashKV at revision {revision}");
             }
         }
@@ -98,7 +124,10 @@ async fn a_busy_cluster_shows_no_false_key_or_revision_difference() {
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     let spread = rounds.last().unwrap() - rounds.first().unwrap();
-    assert!(spread > 100, "the rounds must be under load: only {spread} revisions ({writes} writes)");
+    assert!(
+        spread > 100,
+        "the rounds must be under load: only {spread} revisions ({writes} writes)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,16 +148,27 @@ async fn a_frozen_member_makes_hashkv_not_comparable_not_consistent() {
         if cluster(&scrape, NOT_COMPARABLE) == Some(1.0) && reachable == Some(0.0) {
             Ok(scrape)
         } else {
-            Err(format!("not_comparable={:?} reachable={reachable:?}", cluster(&scrape, NOT_COMPARABLE)))
+            Err(format!(
+                "not_comparable={:?} reachable={reachable:?}",
+                cluster(&scrape, NOT_COMPARABLE)
+            ))
         }
     })
     .await;
-    assert_eq!(cluster(&scrape, CONSISTENT), None, "an incomplete comparison is never reported as consistent");
+    assert_eq!(
+        cluster(&scrape, CONSISTENT),
+        None,
+        "an incomplete comparison is never reported as consistent"
+    );
     // The other members' values are still there and still agree.
     assert_eq!(cluster(&scrape, KEY_DIFF), Some(0.0));
     for (i, member) in ["m0", "m1", "m2"].iter().enumerate().filter(|(i, _)| *i != frozen) {
         let labels = [("clusterName", "prod"), ("member", *member)];
-        assert_eq!(scrape.get("inspection_etcd_member_key_total", &labels), Some(10.0), "member {i}");
+        assert_eq!(
+            scrape.get("inspection_etcd_member_key_total", &labels),
+            Some(10.0),
+            "member {i}"
+        );
     }
     assert_eq!(scrape.get("inspection_failed_num", &[("clusterName", "prod")]), None);
     etcd.signal(frozen, Signal::SIGCONT);

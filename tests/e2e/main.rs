@@ -7,6 +7,8 @@ mod harness;
 mod alarm;
 mod bad_manifests;
 mod consistency;
+mod etcd_access;
 mod healthy;
 mod hostile_plugins;
+mod request;
 mod tls_and_auth;

@@ -143,17 +143,21 @@ impl ClusterConfig {
             features.insert(feature, FeatureSettings { interval });
         }
 
+        // Plugins see the seed's annotations, ours, and any annotation named
+        // after a feature (the seed's `request` is one: it sets its watch path).
+        const SEED_PARAMS: [&str; 4] = [
+            annotations::FEATURE_GATES,
+            annotations::IMPORTED_ADDR,
+            annotations::EXT_CLIENT_URL,
+            annotations::REQUEST,
+        ];
         let params = notes
             .iter()
             .filter(|(k, _)| {
-                [
-                    annotations::FEATURE_GATES,
-                    annotations::IMPORTED_ADDR,
-                    annotations::EXT_CLIENT_URL,
-                    annotations::REQUEST,
-                ]
-                .contains(&k.as_str())
+                SEED_PARAMS.contains(&k.as_str())
                     || k.starts_with(annotations::PLUGIN_PARAM_PREFIX)
+                    || gates.contains_key(k.as_str())
+                    || features.contains_key(k.as_str())
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();

@@ -1,7 +1,9 @@
 //! Controllers: what decides which clusters are inspected, and the
 //! supervisor that runs them.
 
+mod job;
 pub mod standalone;
 pub mod supervisor;
 
+pub use job::{WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
 pub use supervisor::{ClusterView, RunRecord, SchedulerSettings, Supervisor};

@@ -4,20 +4,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
 
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use super::job::Job;
 use crate::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
-use crate::etcd::{ClusterConnection, ConnectionSettings, MemberInfo};
-use crate::metrics::{CommitMode, Metrics};
-use crate::runtime::{Outcome, PluginRegistry, Snapshot};
-
-/// Interval of a feature whose plugin is not loaded (yet).
-const MISSING_PLUGIN_RETRY: Duration = Duration::from_secs(5);
+use crate::etcd::{ClusterConnection, ConnectionSettings};
+use crate::metrics::Metrics;
+use crate::runtime::PluginRegistry;
 
 /// Scheduling settings shared by all clusters.
 #[derive(Clone, Debug)]
@@ -247,125 +243,4 @@ impl Supervisor {
 
 fn same_connection(a: &ClusterConfig, b: &ClusterConfig) -> bool {
     a.seeds == b.seeds && a.rewrites == b.rewrites && a.credentials == b.credentials
-}
-
-/// One (cluster, feature) schedule.
-struct Job {
-    cluster: ClusterKey,
-    feature: String,
-    interval: Option<Duration>,
-    params: Vec<(String, String)>,
-    connection: Arc<ClusterConnection>,
-    plugins: Arc<PluginRegistry>,
-    metrics: Arc<Metrics>,
-    permits: Arc<Semaphore>,
-    runs: Arc<Mutex<BTreeMap<String, RunRecord>>>,
-    /// The plugin's `state` for this cluster; lives as long as the schedule.
-    state: Mutex<Option<Vec<u8>>>,
-}
-
-impl Job {
-    async fn run(self) {
-        // Spread the first runs so many clusters do not start in lockstep.
-        let first = self
-            .interval
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        let spread = first.mul_f64(rand::rng().random_range(0.0..1.0));
-        tokio::time::sleep(spread).await;
-        let mut missing_logged = false;
-        loop {
-            let started = tokio::time::Instant::now();
-            let interval = match self.plugins.get(&self.feature) {
-                Some(plugin) => {
-                    missing_logged = false;
-                    let interval = self
-                        .interval
-                        .unwrap_or(Duration::from_secs(plugin.info.default_interval_seconds.into()));
-                    self.run_once(&plugin).await;
-                    interval
-                }
-                None => {
-                    if !missing_logged {
-                        tracing::warn!(cluster = %self.cluster, feature = %self.feature, "no plugin serves this feature; waiting for one");
-                        missing_logged = true;
-                    }
-                    MISSING_PLUGIN_RETRY
-                }
-            };
-            // ±10 % jitter; the next run is timed from this run's start.
-            let jitter = rand::rng().random_range(0.9..1.1);
-            tokio::time::sleep_until(started + interval.mul_f64(jitter)).await;
-        }
-    }
-
-    async fn run_once(&self, plugin: &crate::runtime::LoadedPlugin) {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return;
-        };
-        let started = Instant::now();
-        let members = self.members().await;
-        let snapshot = Snapshot {
-            name: self.cluster.name.clone(),
-            namespace: self.cluster.namespace.clone(),
-            members,
-            params: self.params.clone(),
-        };
-        let runtime = self.plugins.runtime();
-        let state = self.state.lock().unwrap().clone();
-        let result = runtime.inspect(plugin, self.connection.clone(), snapshot, state).await;
-        let elapsed = started.elapsed();
-        let (outcome, message) = match result {
-            Ok(done) => match self
-                .metrics
-                .commit(&self.feature, &self.cluster.name, &done.samples, CommitMode::Replace)
-            {
-                Ok(()) => {
-                    if let Some(state) = done.state {
-                        *self.state.lock().unwrap() = Some(state);
-                    }
-                    (Outcome::Ok, format!("{} samples", done.samples.len()))
-                }
-                Err(e) => (Outcome::PluginError, format!("samples rejected: {e}")),
-            },
-            Err(failure) => (failure.outcome, failure.message),
-        };
-        self.metrics
-            .invocation(&self.feature, outcome.as_str(), elapsed.as_secs_f64());
-        if outcome != Outcome::Ok {
-            self.metrics.inspection_failed(&self.cluster.name, &self.feature);
-            tracing::warn!(cluster = %self.cluster, feature = %self.feature, outcome = outcome.as_str(), "inspection failed: {message}");
-        } else {
-            tracing::debug!(cluster = %self.cluster, feature = %self.feature, ?elapsed, "inspection done: {message}");
-        }
-        let record = RunRecord {
-            finished_unix_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-            outcome: outcome.as_str(),
-            message,
-            duration_ms: elapsed.as_millis(),
-        };
-        self.runs.lock().unwrap().insert(self.feature.clone(), record);
-    }
-
-    /// Current members; the last known ones when MemberList fails; the
-    /// `importedAddr` endpoints when none was ever known, so a probe can
-    /// still report them (and why they fail).
-    async fn members(&self) -> Vec<MemberInfo> {
-        match self.connection.refresh_members().await {
-            Ok(members) if !members.is_empty() => members,
-            result => {
-                if let Err(e) = result {
-                    tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
-                }
-                let known = self.connection.members();
-                if !known.is_empty() {
-                    return known;
-                }
-                self.connection.seed_members()
-            }
-        }
-    }
 }

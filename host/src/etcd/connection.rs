@@ -54,6 +54,25 @@ pub struct MemberStatus {
     pub errors: Vec<String>,
 }
 
+/// One change under a watched prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub deleted: bool,
+    pub key: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+}
+
+/// What a watch stream delivered next.
+#[derive(Debug)]
+pub enum WatchUpdate {
+    Events(Vec<WatchEvent>),
+    /// Every event up to this revision has been delivered.
+    Progress(u64),
+    /// The start revision is compacted: history is gone, recount.
+    Compacted(u64),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberHealth {
     pub healthy: bool,
@@ -315,6 +334,32 @@ impl ClusterConnection {
         ))
     }
 
+    /// The cluster's current revision, from whichever member answers.
+    pub async fn current_revision(&self) -> Result<u64, CallError> {
+        let status = self.on_any_endpoint(|mut c| async move { c.status().await }).await?;
+        Ok(status.header().map(|h| h.revision().max(0) as u64).unwrap_or_default())
+    }
+
+    /// Opens a watch on `prefix` (empty: every key) from `start_revision`.
+    pub async fn watch(&self, prefix: &[u8], start_revision: u64) -> Result<Watch, CallError> {
+        let options = etcd_client::WatchOptions::new()
+            .with_start_revision(start_revision as i64)
+            .with_progress_notify();
+        let options = if prefix.is_empty() {
+            options.with_from_key()
+        } else {
+            options.with_prefix()
+        };
+        let key = range_start(prefix);
+        let stream = self
+            .on_any_endpoint(|mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch(key, Some(options)).await }
+            })
+            .await?;
+        Ok(Watch { stream })
+    }
+
     /// GET `<endpoint>/health`, as etcd's own health endpoint answers it.
     pub async fn health(&self, endpoint: &str) -> Result<MemberHealth, CallError> {
         self.check_endpoint(endpoint)?;
@@ -470,19 +515,71 @@ impl ClusterConnection {
     }
 }
 
-fn range_start(prefix: &[u8]) -> Vec<u8> {
-    if prefix.is_empty() {
-        vec![0]
-    } else {
-        prefix.to_vec()
+/// An open watch stream.
+pub struct Watch {
+    stream: etcd_client::WatchStream,
+}
+
+impl Watch {
+    /// The next update; `Ok(None)` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchUpdate>, CallError> {
+        loop {
+            let Some(response) = self.stream.message().await.map_err(CallError::from)? else {
+                return Ok(None);
+            };
+            if response.canceled() {
+                let compacted = response.compact_revision();
+                if compacted > 0 {
+                    return Ok(Some(WatchUpdate::Compacted(compacted as u64)));
+                }
+                return Err(CallError::Unavailable(format!(
+                    "watch canceled: {}",
+                    response.cancel_reason()
+                )));
+            }
+            if response.created() && response.events().is_empty() {
+                continue;
+            }
+            if response.events().is_empty() {
+                let revision = response
+                    .header()
+                    .map(|h| h.revision().max(0) as u64)
+                    .unwrap_or_default();
+                return Ok(Some(WatchUpdate::Progress(revision)));
+            }
+            let events = response
+                .events()
+                .iter()
+                .filter_map(|e| {
+                    let kv = e.kv()?;
+                    Some(WatchEvent {
+                        deleted: e.event_type() == etcd_client::EventType::Delete,
+                        key: kv.key().to_vec(),
+                        create_revision: kv.create_revision().max(0) as u64,
+                        mod_revision: kv.mod_revision().max(0) as u64,
+                    })
+                })
+                .collect();
+            return Ok(Some(WatchUpdate::Events(events)));
+        }
     }
 }
 
-fn range_options(prefix: &[u8], revision: u64) -> GetOptions {
-    let options = if prefix.is_empty() {
+/// etcd has no empty key; "\0" is the first one.
+fn range_start(start: &[u8]) -> Vec<u8> {
+    if start.is_empty() {
+        vec![0]
+    } else {
+        start.to_vec()
+    }
+}
+
+/// Options for [start, end): an empty end means "to the end of the keyspace".
+fn range_options(end: &[u8], revision: u64) -> GetOptions {
+    let options = if end.is_empty() {
         GetOptions::new().with_from_key()
     } else {
-        GetOptions::new().with_prefix()
+        GetOptions::new().with_range(end)
     };
     if revision > 0 {
         options.with_revision(revision as i64)

@@ -5,7 +5,10 @@ mod connection;
 mod credentials;
 mod tls;
 
-pub use connection::{CallError, ClusterConnection, ConnectionSettings, MemberHealth, MemberInfo, MemberStatus};
+pub use connection::{
+    CallError, ClusterConnection, ConnectionSettings, MemberHealth, MemberInfo, MemberStatus, Watch, WatchEvent,
+    WatchUpdate,
+};
 pub use credentials::{Credentials, CredentialsError};
 pub use tls::TlsError;
 

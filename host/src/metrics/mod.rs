@@ -48,8 +48,9 @@ pub struct SampleValue {
 pub enum CommitMode {
     /// An inspection round: gauges not reported this time are deleted.
     Replace,
-    /// An event batch: gauges are set, nothing is deleted.
-    Update,
+    /// An event batch: every value is added (gauges may go down), nothing
+    /// is deleted.
+    Add,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -252,7 +253,7 @@ impl Metrics {
                 })
                 .cloned()
                 .collect(),
-            CommitMode::Update => previous.clone(),
+            CommitMode::Add => previous.clone(),
         };
         next.extend(keys.iter().cloned());
         if next.len() > MAX_SERIES_PER_PLUGIN_CLUSTER {
@@ -261,9 +262,10 @@ impl Metrics {
 
         for (sample, (metric, values)) in samples.iter().zip(&keys) {
             let labels: Vec<&str> = values.iter().map(String::as_str).collect();
-            match &state.families[metric].family {
-                Family::Gauge(g) => g.with_label_values(&labels).set(sample.value),
-                Family::Counter(c) => c.with_label_values(&labels).inc_by(sample.value),
+            match (&state.families[metric].family, mode) {
+                (Family::Gauge(g), CommitMode::Replace) => g.with_label_values(&labels).set(sample.value),
+                (Family::Gauge(g), CommitMode::Add) => g.with_label_values(&labels).add(sample.value),
+                (Family::Counter(c), _) => c.with_label_values(&labels).inc_by(sample.value),
             }
         }
         for (metric, values) in previous.difference(&next) {
@@ -438,6 +440,37 @@ mod tests {
         assert!(text.contains("g{clusterName=\"a\",endpoint=\"x\"} 0"), "{text}");
         assert!(!text.contains("endpoint=\"y\""), "{text}");
         assert!(text.contains("g{clusterName=\"b\",endpoint=\"x\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn add_moves_gauges_and_counters_and_replace_keeps_counters() {
+        let m = Metrics::new("");
+        let counter = MetricSpec {
+            kind: MetricKind::Counter,
+            ..gauge("c", &[])
+        };
+        m.register_plugin("p", &[gauge("g", &[]), counter]).unwrap();
+        m.commit("p", "a", &[sample("g", &[], 10.0)], CommitMode::Replace)
+            .unwrap();
+        m.commit(
+            "p",
+            "a",
+            &[sample("g", &[], -3.0), sample("c", &[], 2.0)],
+            CommitMode::Add,
+        )
+        .unwrap();
+        m.commit("p", "a", &[sample("c", &[], 1.0)], CommitMode::Add).unwrap();
+        let text = m.render();
+        assert!(text.contains("g{clusterName=\"a\"} 7"), "{text}");
+        assert!(text.contains("c{clusterName=\"a\"} 3"), "{text}");
+        m.commit("p", "a", &[sample("g", &[], 5.0)], CommitMode::Replace)
+            .unwrap();
+        let text = m.render();
+        assert!(
+            text.contains("g{clusterName=\"a\"} 5") && text.contains("c{clusterName=\"a\"} 3"),
+            "{text}"
+        );
+        assert!(m.commit("p", "a", &[sample("c", &[], -1.0)], CommitMode::Add).is_err());
     }
 
     #[test]

@@ -96,6 +96,19 @@ pub(super) fn to_wit_member(m: crate::etcd::MemberInfo) -> types::Member {
     }
 }
 
+pub(super) fn to_wit_event(e: crate::etcd::WatchEvent) -> types::WatchEvent {
+    types::WatchEvent {
+        kind: if e.deleted {
+            types::EventKind::Delete
+        } else {
+            types::EventKind::Put
+        },
+        key: e.key,
+        create_revision: e.create_revision,
+        mod_revision: e.mod_revision,
+    }
+}
+
 type EtcdResult<T> = wasmtime::Result<Result<T, types::EtcdError>>;
 
 /// Runs one etcd call on the call's cluster and converts its answer. Takes

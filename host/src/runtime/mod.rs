@@ -10,14 +10,14 @@ mod registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtx;
 
-use crate::etcd::{ClusterConnection, MemberInfo};
+use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent};
 use crate::metrics::SampleValue;
-use bindings::{types, InspectionPlugin, InspectionPluginPre};
+use bindings::{inspector, types, watcher, WatchPlugin};
 use host::HostState;
 
 pub use plugin::{sha256_hex, LoadError, LoadedPlugin, PluginInfo, WIT_LINE, WIT_PACKAGE};
@@ -98,11 +98,19 @@ pub struct Snapshot {
 enum Call {
     Describe,
     Inspect(types::ClusterSnapshot),
+    Events(types::ClusterSnapshot, Vec<types::WatchEvent>),
 }
 
 enum Reply {
     Describe(types::PluginInfo),
-    Inspect(Result<Vec<types::Sample>, String>),
+    Samples(Result<Vec<types::Sample>, String>),
+}
+
+/// What a loaded plugin can be called through.
+struct Entry<'a> {
+    pre: &'a InstancePre<HostState>,
+    inspector: &'a inspector::GuestIndices,
+    watcher: Option<&'a watcher::GuestIndices>,
 }
 
 /// The plugin runtime.
@@ -117,7 +125,7 @@ impl Runtime {
         let engine = engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        InspectionPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        WatchPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(Runtime { engine, linker, limits })
     }
 
@@ -141,21 +149,34 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
-        let pre = InspectionPluginPre::new(pre).map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
+        let inspector = inspector::GuestIndices::new(&pre).map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
+        let watcher = watcher::GuestIndices::new(&pre).ok();
         let limits = CallLimits {
             timeout: DESCRIBE_TIMEOUT.min(self.limits.timeout),
             ..self.limits.clone()
         };
-        let info = match self.call(&pre, "(loading)", None, None, Call::Describe, &limits).await {
+        let entry = Entry {
+            pre: &pre,
+            inspector: &inspector,
+            watcher: None,
+        };
+        let info = match self.call(entry, "(loading)", None, None, Call::Describe, &limits).await {
             Ok((Reply::Describe(info), _)) => plugin::check_info(info)?,
-            Ok((Reply::Inspect(_), _)) => unreachable!("describe returns a description"),
+            Ok((Reply::Samples(_), _)) => unreachable!("describe returns a description"),
             Err(f) => return Err(LoadError::Describe(f.to_string())),
         };
+        if !info.watch_prefixes.is_empty() && watcher.is_none() {
+            return Err(LoadError::Invalid(
+                "declares watch-prefixes but does not export the watcher interface".into(),
+            ));
+        }
         Ok(LoadedPlugin {
             info,
             sha256,
             wit_version,
             pre,
+            inspector,
+            watcher,
         })
     }
 
@@ -168,26 +189,51 @@ impl Runtime {
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
     ) -> Result<Inspection, CallFailure> {
-        let cluster_name = snapshot.name.clone();
+        self.samples_call(plugin, connection, snapshot, state, None).await
+    }
+
+    /// Delivers a batch of watch events to a plugin that exports `watcher`.
+    pub async fn on_events(
+        &self,
+        plugin: &LoadedPlugin,
+        connection: Arc<ClusterConnection>,
+        snapshot: Snapshot,
+        state: Option<Vec<u8>>,
+        events: Vec<WatchEvent>,
+    ) -> Result<Inspection, CallFailure> {
+        self.samples_call(plugin, connection, snapshot, state, Some(events))
+            .await
+    }
+
+    async fn samples_call(
+        &self,
+        plugin: &LoadedPlugin,
+        connection: Arc<ClusterConnection>,
+        snapshot: Snapshot,
+        state: Option<Vec<u8>>,
+        events: Option<Vec<WatchEvent>>,
+    ) -> Result<Inspection, CallFailure> {
+        let cluster = Some((snapshot.name.clone(), connection));
         let wit_snapshot = types::ClusterSnapshot {
             name: snapshot.name,
             namespace: snapshot.namespace,
             members: snapshot.members.into_iter().map(host::to_wit_member).collect(),
             params: snapshot.params,
         };
-        let cluster = Some((cluster_name, connection));
+        let call = match events {
+            None => Call::Inspect(wit_snapshot),
+            Some(events) => Call::Events(wit_snapshot, events.into_iter().map(host::to_wit_event).collect()),
+        };
+        let entry = Entry {
+            pre: &plugin.pre,
+            inspector: &plugin.inspector,
+            watcher: plugin.watcher.as_ref(),
+        };
         let (reply, state) = self
-            .call(
-                &plugin.pre,
-                &plugin.info.name,
-                cluster,
-                state,
-                Call::Inspect(wit_snapshot),
-                &self.limits,
-            )
+            .call(entry, &plugin.info.name, cluster, state, call, &self.limits)
             .await?;
         match reply {
-            Reply::Inspect(Ok(samples)) => Ok(Inspection {
+            Reply::Samples(Ok(samples)) => Ok(Inspection {
                 samples: samples
                     .into_iter()
                     .map(|s| SampleValue {
@@ -198,7 +244,7 @@ impl Runtime {
                     .collect(),
                 state,
             }),
-            Reply::Inspect(Err(message)) => Err(CallFailure {
+            Reply::Samples(Err(message)) => Err(CallFailure {
                 outcome: Outcome::PluginError,
                 message,
             }),
@@ -208,7 +254,7 @@ impl Runtime {
 
     async fn call(
         &self,
-        pre: &InspectionPluginPre<HostState>,
+        entry: Entry<'_>,
         plugin: &str,
         cluster: Option<(String, Arc<ClusterConnection>)>,
         state: Option<Vec<u8>>,
@@ -244,14 +290,35 @@ impl Runtime {
         });
 
         let run = async {
-            let instance = pre.instantiate_async(&mut store).await.map_err(|e| CallFailure {
+            let instantiate_error = |e: wasmtime::Error| CallFailure {
                 outcome: Outcome::InstantiateError,
                 message: wasm_error_chain(&e),
-            })?;
-            let guest = instance.etcd_inspector_plugin_inspector();
+            };
+            let instance = entry
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(instantiate_error)?;
             let result = match call {
-                Call::Describe => guest.call_describe(&mut store).await.map(Reply::Describe),
-                Call::Inspect(snapshot) => guest.call_inspect(&mut store, &snapshot).await.map(Reply::Inspect),
+                Call::Describe => {
+                    let guest = entry.inspector.load(&mut store, &instance).map_err(instantiate_error)?;
+                    guest.call_describe(&mut store).await.map(Reply::Describe)
+                }
+                Call::Inspect(snapshot) => {
+                    let guest = entry.inspector.load(&mut store, &instance).map_err(instantiate_error)?;
+                    guest.call_inspect(&mut store, &snapshot).await.map(Reply::Samples)
+                }
+                Call::Events(snapshot, events) => {
+                    let indices = entry.watcher.ok_or_else(|| CallFailure {
+                        outcome: Outcome::PluginError,
+                        message: "the plugin does not export the watcher interface".into(),
+                    })?;
+                    let guest = indices.load(&mut store, &instance).map_err(instantiate_error)?;
+                    guest
+                        .call_on_events(&mut store, &snapshot, &events)
+                        .await
+                        .map(Reply::Samples)
+                }
             };
             result.map_err(|e| classify_trap(&e, &stderr))
         };

@@ -5,7 +5,9 @@ use thiserror::Error;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use super::bindings::{types, InspectionPluginPre};
+use wasmtime::component::InstancePre;
+
+use super::bindings::{inspector, types, watcher};
 use super::host::HostState;
 use crate::metrics::{MetricKind, MetricSpec};
 
@@ -31,7 +33,19 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// Newest `etcd-inspector:plugin` version the component refers to.
     pub wit_version: String,
-    pub(super) pre: InspectionPluginPre<HostState>,
+    pub(super) pre: InstancePre<HostState>,
+    pub(super) inspector: inspector::GuestIndices,
+    /// Present when the plugin exports `watcher` (consumes watch events).
+    pub(super) watcher: Option<watcher::GuestIndices>,
+}
+
+impl LoadedPlugin {
+    /// The key prefix this plugin watches by default, if it consumes events.
+    pub fn watch_prefix(&self) -> Option<&str> {
+        self.watcher
+            .as_ref()
+            .and(self.info.watch_prefixes.first().map(String::as_str))
+    }
 }
 
 /// Why a plugin file was rejected.
@@ -139,6 +153,12 @@ pub(super) fn check_info(info: types::PluginInfo) -> Result<PluginInfo, LoadErro
     }
     if info.version.is_empty() {
         return Err(LoadError::Invalid("version is empty".into()));
+    }
+    if info.watch_prefixes.len() > 1 {
+        return Err(LoadError::Invalid(format!(
+            "watch-prefixes: {} given, this host watches one prefix per plugin",
+            info.watch_prefixes.len()
+        )));
     }
     if info.default_interval_seconds == 0 {
         return Err(LoadError::Invalid("default-interval-seconds must be at least 1".into()));

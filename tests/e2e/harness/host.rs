@@ -41,7 +41,10 @@ impl Host {
             .arg(&plugin_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_HOST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()

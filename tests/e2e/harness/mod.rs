@@ -4,6 +4,7 @@ pub mod certs;
 pub mod etcd;
 pub mod host;
 pub mod metrics;
+pub mod proxy;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

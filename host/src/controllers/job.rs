@@ -1,0 +1,349 @@
+//! One (cluster, feature) schedule. A plugin that only inspects runs every
+//! interval; a plugin that consumes watch events gets a census at a
+//! revision R, then the events after R in batches, and a fresh census
+//! whenever the history it relies on is gone (compaction, a failed batch)
+//! and every interval as a cross-check (D8, D20).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::time::Instant as TokioInstant;
+
+use super::RunRecord;
+use crate::cluster::ClusterKey;
+use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent, WatchUpdate};
+use crate::metrics::{CommitMode, Metrics};
+use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry, Snapshot};
+
+/// Interval of a feature whose plugin is not loaded (yet).
+const MISSING_PLUGIN_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait before a census or watch is tried again after a failure.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Events are delivered when this many are pending or the batch is this old.
+const BATCH_EVENTS: usize = 1000;
+const BATCH_DELAY: Duration = Duration::from_millis(100);
+
+/// Parameters the host adds to a census call of a watching plugin.
+pub const WATCH_PREFIX_PARAM: &str = "etcd-inspector.io/watch-prefix";
+pub const WATCH_REVISION_PARAM: &str = "etcd-inspector.io/watch-revision";
+
+pub(super) struct Job {
+    pub cluster: ClusterKey,
+    pub feature: String,
+    pub interval: Option<Duration>,
+    pub params: Vec<(String, String)>,
+    pub connection: Arc<ClusterConnection>,
+    pub plugins: Arc<PluginRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub permits: Arc<Semaphore>,
+    pub runs: Arc<Mutex<BTreeMap<String, RunRecord>>>,
+    /// The plugin's `state` for this cluster; lives as long as the schedule.
+    pub state: Mutex<Option<Vec<u8>>>,
+}
+
+enum Work {
+    Inspect,
+    Census { prefix: String, revision: u64 },
+    Events(Vec<WatchEvent>),
+}
+
+impl Job {
+    pub async fn run(self) {
+        // Spread the first runs so many clusters do not start in lockstep.
+        let first = self
+            .interval
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        let spread = first.mul_f64(rand::rng().random_range(0.0..1.0));
+        tokio::time::sleep(spread).await;
+        let mut missing_logged = false;
+        loop {
+            let Some(plugin) = self.plugins.get(&self.feature) else {
+                if !missing_logged {
+                    tracing::warn!(cluster = %self.cluster, feature = %self.feature, "no plugin serves this feature; waiting for one");
+                    missing_logged = true;
+                }
+                tokio::time::sleep(MISSING_PLUGIN_RETRY).await;
+                continue;
+            };
+            missing_logged = false;
+            match self.watch_prefix(&plugin) {
+                Some(prefix) => self.watch(&plugin, &prefix).await,
+                None => {
+                    let started = TokioInstant::now();
+                    self.invoke(&plugin, Work::Inspect).await;
+                    tokio::time::sleep_until(started + self.jittered(&plugin)).await;
+                }
+            }
+        }
+    }
+
+    fn interval(&self, plugin: &LoadedPlugin) -> Duration {
+        self.interval
+            .unwrap_or(Duration::from_secs(plugin.info.default_interval_seconds.into()))
+    }
+
+    /// ±10 % so schedules drift apart.
+    fn jittered(&self, plugin: &LoadedPlugin) -> Duration {
+        self.interval(plugin).mul_f64(rand::rng().random_range(0.9..1.1))
+    }
+
+    /// The prefix to watch: the plugin's own, unless the cluster has an
+    /// annotation named after the feature with a JSON `path` (the seed's
+    /// `request` annotation).
+    fn watch_prefix(&self, plugin: &LoadedPlugin) -> Option<String> {
+        let default = plugin.watch_prefix()?.to_string();
+        let Some((_, value)) = self.params.iter().find(|(k, _)| *k == self.feature) else {
+            return Some(default);
+        };
+        match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(json) => Some(
+                json.get("path")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(default),
+            ),
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, feature = %self.feature, "annotation {}: not JSON ({e}); watching {default:?}", self.feature);
+                Some(default)
+            }
+        }
+    }
+
+    /// Census, then events; returns only to let the caller pick up a new
+    /// plugin version or a changed prefix.
+    async fn watch(&self, plugin: &Arc<LoadedPlugin>, prefix: &str) {
+        let mut retry = Duration::from_millis(200);
+        // The revision up to which every event under the prefix is counted.
+        let mut counted = match self.census(plugin, prefix, None).await {
+            Some(revision) => revision,
+            None => {
+                tokio::time::sleep(self.interval(plugin).min(MAX_RETRY)).await;
+                return;
+            }
+        };
+        let mut recount_at = TokioInstant::now() + self.jittered(plugin);
+        loop {
+            let mut stream = match self.connection.watch(prefix.as_bytes(), counted + 1).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(cluster = %self.cluster, feature = %self.feature, "watch failed to open: {e}");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            retry = Duration::from_millis(200);
+            let mut pending: Vec<WatchEvent> = Vec::new();
+            let mut batch_deadline: Option<TokioInstant> = None;
+            let reason = loop {
+                let deadline = batch_deadline.unwrap_or(recount_at).min(recount_at);
+                let update = tokio::select! {
+                    update = stream.next() => Some(update),
+                    _ = tokio::time::sleep_until(deadline) => None, // a batch or the recount is due
+                };
+                match update {
+                    None => {}
+                    Some(Ok(Some(WatchUpdate::Events(events)))) => {
+                        batch_deadline.get_or_insert_with(|| TokioInstant::now() + BATCH_DELAY);
+                        pending.extend(events);
+                    }
+                    // Every event up to `revision` has been received, and none is pending.
+                    Some(Ok(Some(WatchUpdate::Progress(revision)))) if pending.is_empty() && revision > counted => {
+                        counted = revision;
+                    }
+                    Some(Ok(Some(WatchUpdate::Progress(_)))) => {}
+                    Some(Ok(Some(WatchUpdate::Compacted(compacted)))) => {
+                        break format!("history compacted at {compacted}")
+                    }
+                    Some(Ok(None)) => break "watch closed by the server".to_string(),
+                    Some(Err(e)) => break format!("watch failed: {e}"),
+                }
+                let due = batch_deadline.is_some_and(|d| TokioInstant::now() >= d);
+                if pending.len() >= BATCH_EVENTS || (due && !pending.is_empty()) {
+                    let batch = std::mem::take(&mut pending);
+                    batch_deadline = None;
+                    let last = batch.iter().map(|e| e.mod_revision).max().unwrap_or(counted);
+                    if !self.invoke(plugin, Work::Events(batch)).await {
+                        // The counts missed this batch: count again at its end.
+                        match self.census(plugin, prefix, Some(last)).await {
+                            Some(revision) => counted = revision,
+                            None => return,
+                        }
+                    } else {
+                        counted = last;
+                    }
+                }
+                if pending.is_empty() && TokioInstant::now() >= recount_at {
+                    match self.census(plugin, prefix, Some(counted)).await {
+                        Some(revision) => counted = revision,
+                        None => return,
+                    }
+                    recount_at = TokioInstant::now() + self.jittered(plugin);
+                    if self.plugins.get(&self.feature).is_none_or(|p| !Arc::ptr_eq(&p, plugin)) {
+                        return; // a new plugin version: start over with it
+                    }
+                }
+            };
+            // Deliver what was received before the stream ended.
+            if !pending.is_empty() {
+                let last = pending.iter().map(|e| e.mod_revision).max().unwrap_or(counted);
+                if self.invoke(plugin, Work::Events(std::mem::take(&mut pending))).await {
+                    counted = last;
+                }
+            }
+            tracing::info!(cluster = %self.cluster, feature = %self.feature, counted, "{reason}; resuming");
+            if reason.starts_with("history compacted") {
+                match self.census(plugin, prefix, None).await {
+                    Some(revision) => counted = revision,
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// Counts at `revision` (the current one when `None`, or when the
+    /// requested one is compacted). Returns the revision counted at.
+    async fn census(&self, plugin: &LoadedPlugin, prefix: &str, revision: Option<u64>) -> Option<u64> {
+        let revision = match revision {
+            Some(r) => r,
+            None => match self.connection.current_revision().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.record_failure(
+                        "etcd_error",
+                        format!("cannot read the current revision: {e}"),
+                        Duration::ZERO,
+                    );
+                    return None;
+                }
+            },
+        };
+        if self
+            .invoke(
+                plugin,
+                Work::Census {
+                    prefix: prefix.to_string(),
+                    revision,
+                },
+            )
+            .await
+        {
+            return Some(revision);
+        }
+        // A census at an old revision fails once it is compacted: count now.
+        match self.connection.current_revision().await {
+            Ok(now) if now != revision => self
+                .invoke(
+                    plugin,
+                    Work::Census {
+                        prefix: prefix.to_string(),
+                        revision: now,
+                    },
+                )
+                .await
+                .then_some(now),
+            _ => None,
+        }
+    }
+
+    /// One call of the plugin, its commit and its accounting. True on success.
+    async fn invoke(&self, plugin: &LoadedPlugin, work: Work) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let started = Instant::now();
+        let mut params = self.params.clone();
+        if let Work::Census { prefix, revision } = &work {
+            params.push((WATCH_PREFIX_PARAM.into(), prefix.clone()));
+            params.push((WATCH_REVISION_PARAM.into(), revision.to_string()));
+        }
+        let snapshot = Snapshot {
+            name: self.cluster.name.clone(),
+            namespace: self.cluster.namespace.clone(),
+            members: self.members().await,
+            params,
+        };
+        let runtime = self.plugins.runtime();
+        let state = self.state.lock().unwrap().clone();
+        let connection = self.connection.clone();
+        let (result, mode) = match work {
+            Work::Inspect | Work::Census { .. } => (
+                runtime.inspect(plugin, connection, snapshot, state).await,
+                CommitMode::Replace,
+            ),
+            Work::Events(events) => (
+                runtime.on_events(plugin, connection, snapshot, state, events).await,
+                CommitMode::Add,
+            ),
+        };
+        let elapsed = started.elapsed();
+        let (outcome, message) = match result {
+            Ok(done) => match self
+                .metrics
+                .commit(&self.feature, &self.cluster.name, &done.samples, mode)
+            {
+                Ok(()) => {
+                    if let Some(state) = done.state {
+                        *self.state.lock().unwrap() = Some(state);
+                    }
+                    (Outcome::Ok, format!("{} samples", done.samples.len()))
+                }
+                Err(e) => (Outcome::PluginError, format!("samples rejected: {e}")),
+            },
+            Err(failure) => (failure.outcome, failure.message),
+        };
+        self.metrics
+            .invocation(&self.feature, outcome.as_str(), elapsed.as_secs_f64());
+        if outcome == Outcome::Ok {
+            tracing::debug!(cluster = %self.cluster, feature = %self.feature, ?elapsed, "inspection done: {message}");
+            self.record(outcome.as_str(), message, elapsed);
+            true
+        } else {
+            self.record_failure(outcome.as_str(), message, elapsed);
+            false
+        }
+    }
+
+    /// A failed inspection: counted, logged, shown on the status page.
+    fn record_failure(&self, outcome: &'static str, message: String, elapsed: Duration) {
+        self.metrics.inspection_failed(&self.cluster.name, &self.feature);
+        tracing::warn!(cluster = %self.cluster, feature = %self.feature, outcome, "inspection failed: {message}");
+        self.record(outcome, message, elapsed);
+    }
+
+    fn record(&self, outcome: &'static str, message: String, elapsed: Duration) {
+        let record = RunRecord {
+            finished_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+            outcome,
+            message,
+            duration_ms: elapsed.as_millis(),
+        };
+        self.runs.lock().unwrap().insert(self.feature.clone(), record);
+    }
+
+    /// Current members; the last known ones when MemberList fails; the
+    /// `importedAddr` endpoints when none was ever known, so a probe can
+    /// still report them (and why they fail).
+    async fn members(&self) -> Vec<MemberInfo> {
+        match self.connection.refresh_members().await {
+            Ok(members) if !members.is_empty() => members,
+            result => {
+                if let Err(e) = result {
+                    tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
+                }
+                let known = self.connection.members();
+                if !known.is_empty() {
+                    return known;
+                }
+                self.connection.seed_members()
+            }
+        }
+    }
+}

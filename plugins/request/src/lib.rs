@@ -1,0 +1,388 @@
+//! The seed's `request` inspection, without its drift (D8, D19, D20):
+//! - `inspection_etcd_key_total{clusterName, etcdPrefix, resourceName}`:
+//!   keys per resource, counted at the revision the host watches from, then
+//!   moved by every create and delete the watch delivers, and counted again
+//!   whenever the host asks (compaction, a lost batch, every interval).
+//! - `inspection_etcd_request_total{clusterName, grpcMethod, etcdPrefix, resourceName}`:
+//!   writes seen by the watch, `grpcMethod` = `PUT` or `Delete` as in the seed.
+//!
+//! Names understand Kubernetes keys: `/registry/<resource>/…` gives
+//! (`registry`, `<resource>`), `/registry/<group>/<resource>/…` gives
+//! (`registry`, `<resource>.<group>`), and the historical paths
+//! (`services/specs`, `services/endpoints`, `minions`, `controllers`) get
+//! their resource names. Elsewhere `etcdPrefix` is the first directory and
+//! `resourceName` the next `depth` directories (never the key's own name).
+//! At most `max-resources` label pairs per cluster; the rest count as
+//! (`other`, `other`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use etcd_inspector_sdk::{
+    counter, etcd, export_plugin, gauge, prefix_end, state, ClusterSnapshot, EventKind, KeyRange, Plugin, PluginInfo,
+    Sample, WatchEvent,
+};
+
+const KEY_TOTAL: &str = "inspection_etcd_key_total";
+const REQUEST_TOTAL: &str = "inspection_etcd_request_total";
+const PREFIX_PARAM: &str = "etcd-inspector.io/watch-prefix";
+const REVISION_PARAM: &str = "etcd-inspector.io/watch-revision";
+const DEPTH_PARAM: &str = "etcd-inspector.io/request-depth";
+const MAX_RESOURCES_PARAM: &str = "etcd-inspector.io/request-max-resources";
+const DEFAULT_MAX_RESOURCES: usize = 200;
+/// Keys read per page while looking for the next resource.
+const PAGE: u32 = 256;
+/// Bound on etcd calls in one census; past it the census fails and says why.
+const MAX_CENSUS_CALLS: usize = 20_000;
+
+type Labels = (String, String);
+
+struct Request;
+
+impl Plugin for Request {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("request", env!("CARGO_PKG_VERSION"))
+            .metric(gauge(
+                KEY_TOTAL,
+                "The total number of etcd key",
+                &["etcdPrefix", "resourceName"],
+            ))
+            .metric(counter(
+                REQUEST_TOTAL,
+                "The total number of etcd requests",
+                &["grpcMethod", "etcdPrefix", "resourceName"],
+            ))
+            .interval_seconds(300)
+            .watch("")
+    }
+
+    fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+        let settings = Settings::from(&snapshot);
+        let revision: u64 = snapshot
+            .param(REVISION_PARAM)
+            .and_then(|r| r.parse().ok())
+            .ok_or("no watch revision: request runs under etcd-inspector's watch")?;
+        let prefix = snapshot.param(PREFIX_PARAM).unwrap_or("");
+        let counts = census(prefix.as_bytes(), revision, settings.depth)?;
+        let mut admitted = Admitted::default();
+        let mut totals: BTreeMap<Labels, u64> = BTreeMap::new();
+        // The largest resources keep their names when there are too many.
+        let mut by_size: Vec<(&Labels, &u64)> = counts.iter().collect();
+        by_size.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (labels, n) in by_size {
+            *totals
+                .entry(admitted.admit(labels.clone(), settings.max_resources))
+                .or_default() += n;
+        }
+        admitted.save()?;
+        Ok(totals
+            .into_iter()
+            .map(|((p, r), n)| {
+                Sample::new(KEY_TOTAL, n as f64)
+                    .label("etcdPrefix", p)
+                    .label("resourceName", r)
+            })
+            .collect())
+    }
+
+    fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
+        let settings = Settings::from(&snapshot);
+        let mut admitted = Admitted::load();
+        let mut keys: BTreeMap<Labels, i64> = BTreeMap::new();
+        let mut requests: BTreeMap<(&str, Labels), u64> = BTreeMap::new();
+        for event in &events {
+            let labels = admitted.admit(classify(&event.key, settings.depth).0, settings.max_resources);
+            let method = match event.kind {
+                EventKind::Put => {
+                    if event.create_revision == event.mod_revision {
+                        *keys.entry(labels.clone()).or_default() += 1;
+                    }
+                    "PUT"
+                }
+                EventKind::Delete => {
+                    *keys.entry(labels.clone()).or_default() -= 1;
+                    "Delete"
+                }
+            };
+            *requests.entry((method, labels)).or_default() += 1;
+        }
+        admitted.save()?;
+        let keys = keys.into_iter().filter(|(_, d)| *d != 0).map(|((p, r), delta)| {
+            Sample::new(KEY_TOTAL, delta as f64)
+                .label("etcdPrefix", p)
+                .label("resourceName", r)
+        });
+        let requests = requests.into_iter().map(|((method, (p, r)), n)| {
+            Sample::new(REQUEST_TOTAL, n as f64)
+                .label("grpcMethod", method)
+                .label("etcdPrefix", p)
+                .label("resourceName", r)
+        });
+        Ok(keys.chain(requests).collect())
+    }
+}
+
+struct Settings {
+    depth: usize,
+    max_resources: usize,
+}
+
+impl Settings {
+    fn from(snapshot: &ClusterSnapshot) -> Self {
+        let number = |name: &str, default: usize| snapshot.param(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        Settings {
+            depth: number(DEPTH_PARAM, 1).max(1),
+            max_resources: number(MAX_RESOURCES_PARAM, DEFAULT_MAX_RESOURCES),
+        }
+    }
+}
+
+/// The label pairs that have a series of their own, kept in the plugin's
+/// state so events and counts agree on them.
+#[derive(Default)]
+struct Admitted(BTreeSet<Labels>);
+
+impl Admitted {
+    fn load() -> Self {
+        let text = state::load()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        Admitted(
+            text.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(p, r)| (p.into(), r.into()))
+                .collect(),
+        )
+    }
+
+    fn admit(&mut self, labels: Labels, max: usize) -> Labels {
+        if self.0.contains(&labels) || (self.0.len() < max && self.0.insert(labels.clone())) {
+            labels
+        } else {
+            ("other".into(), "other".into())
+        }
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let text: String = self.0.iter().map(|(p, r)| format!("{p}\t{r}\n")).collect();
+        state::store(text.as_bytes())
+    }
+}
+
+/// Which keys share a key's labels.
+#[derive(Debug, PartialEq)]
+enum Bucket {
+    /// Every key under this prefix has the same labels.
+    Prefix(Vec<u8>),
+    /// Only this key.
+    Key,
+}
+
+/// Labels of a key and the bucket they hold for.
+fn classify(key: &[u8], depth: usize) -> (Labels, Bucket) {
+    let text = String::from_utf8_lossy(key);
+    let parts: Vec<&str> = text.split('/').collect();
+    // Directories only: the last segment is the key's own name.
+    let dirs = &parts[..parts.len() - 1];
+    let bucket = |n: usize| Bucket::Prefix(format!("{}/", dirs[..n].join("/")).into_bytes());
+    let Some(first) = dirs.get(1) else {
+        return ((String::new(), String::new()), Bucket::Key);
+    };
+    let prefix = first.to_string();
+    if prefix == "registry" && depth == 1 {
+        if let Some(labels) = kubernetes(dirs) {
+            return labels;
+        }
+    }
+    if dirs.len() < 3 {
+        return ((prefix, String::new()), Bucket::Key);
+    }
+    let n = dirs.len().min(2 + depth);
+    ((prefix, dirs[2..n].join("/")), bucket(n))
+}
+
+/// Kubernetes' layout under /registry, or None for the generic rule.
+fn kubernetes(dirs: &[&str]) -> Option<(Labels, Bucket)> {
+    let registry = |resource: &str| ("registry".to_string(), resource.to_string());
+    let bucket = |n: usize| Bucket::Prefix(format!("{}/", dirs[..n].join("/")).into_bytes());
+    let second = *dirs.get(2)?;
+    if second.contains('.') {
+        // /registry/<group>/<resource>/...: an API group (CRDs, aggregated APIs).
+        return Some(match dirs.get(3) {
+            Some(resource) => (registry(&format!("{resource}.{second}")), bucket(4)),
+            None => (registry(second), Bucket::Key),
+        });
+    }
+    let renamed = match (second, dirs.get(3).copied()) {
+        ("services", Some("specs")) => return Some((registry("services"), bucket(4))),
+        ("services", Some("endpoints")) => return Some((registry("endpoints"), bucket(4))),
+        ("services", _) => return Some((registry("services"), Bucket::Key)),
+        ("minions", _) => "nodes",
+        ("controllers", _) => "replicationcontrollers",
+        (other, _) => other,
+    };
+    Some((registry(renamed), bucket(3)))
+}
+
+/// Keys per label pair under `prefix` at `revision`: pages through keys and
+/// replaces every bucket it meets by one count-only range, so a Kubernetes
+/// keyspace costs about two calls per resource instead of a download of
+/// every key name.
+fn census(prefix: &[u8], revision: u64, depth: usize) -> Result<BTreeMap<Labels, u64>, String> {
+    let range = KeyRange::prefix(prefix);
+    let mut counts: BTreeMap<Labels, u64> = BTreeMap::new();
+    let mut start = range.start.clone();
+    let mut calls = 0;
+    let fail = |what: &str, e: etcd_inspector_sdk::EtcdError| {
+        format!("census at revision {revision}: {what}: {}", e.message())
+    };
+    loop {
+        calls += 1;
+        if calls > MAX_CENSUS_CALLS {
+            return Err(format!(
+                "census at revision {revision} needs more than {MAX_CENSUS_CALLS} calls; narrow the request path or raise request-depth"
+            ));
+        }
+        let page = etcd::keys(
+            &KeyRange {
+                start: start.clone(),
+                end: range.end.clone(),
+            },
+            PAGE,
+            revision,
+        )
+        .map_err(|e| fail("keys", e))?;
+        let Some(last) = page.last() else { break };
+        let mut next = [last.key.as_slice(), &[0]].concat();
+        for info in &page {
+            let (labels, bucket) = classify(&info.key, depth);
+            match bucket {
+                Bucket::Key => *counts.entry(labels).or_default() += 1,
+                Bucket::Prefix(bucket) => {
+                    // Only the part of the bucket inside the watched range.
+                    let from = bucket.clone().max(range.start.clone());
+                    let to = min_end(prefix_end(&bucket), range.end.clone());
+                    calls += 1;
+                    let n = etcd::count(
+                        None,
+                        &KeyRange {
+                            start: from,
+                            end: to.clone(),
+                        },
+                        revision,
+                        false,
+                    )
+                    .map_err(|e| fail("count", e))?;
+                    *counts.entry(labels).or_default() += n.count;
+                    next = to;
+                    break;
+                }
+            }
+        }
+        if next.is_empty() || (!range.end.is_empty() && next >= range.end) {
+            break;
+        }
+        start = next;
+    }
+    Ok(counts)
+}
+
+/// The smaller of two range ends, where empty means "end of keyspace".
+fn min_end(a: Vec<u8>, b: Vec<u8>) -> Vec<u8> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    }
+}
+
+export_plugin!(Request);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(key: &str, depth: usize) -> (String, String, Option<String>) {
+        let ((p, r), bucket) = classify(key.as_bytes(), depth);
+        let bucket = match bucket {
+            Bucket::Prefix(b) => Some(String::from_utf8(b).unwrap()),
+            Bucket::Key => None,
+        };
+        (p, r, bucket)
+    }
+
+    fn l(p: &str, r: &str, b: Option<&str>) -> (String, String, Option<String>) {
+        (p.into(), r.into(), b.map(String::from))
+    }
+
+    #[test]
+    fn kubernetes_keys_name_their_resource() {
+        assert_eq!(
+            labels("/registry/pods/ns/x", 1),
+            l("registry", "pods", Some("/registry/pods/"))
+        );
+        assert_eq!(
+            labels("/registry/namespaces/x", 1),
+            l("registry", "namespaces", Some("/registry/namespaces/"))
+        );
+        assert_eq!(
+            labels("/registry/apiextensions.k8s.io/customresourcedefinitions/x", 1),
+            l(
+                "registry",
+                "customresourcedefinitions.apiextensions.k8s.io",
+                Some("/registry/apiextensions.k8s.io/customresourcedefinitions/")
+            )
+        );
+        assert_eq!(
+            labels("/registry/stable.example.com/crontabs/ns/x", 1),
+            l(
+                "registry",
+                "crontabs.stable.example.com",
+                Some("/registry/stable.example.com/crontabs/")
+            )
+        );
+        assert_eq!(
+            labels("/registry/services/endpoints/ns/x", 1),
+            l("registry", "endpoints", Some("/registry/services/endpoints/"))
+        );
+        assert_eq!(
+            labels("/registry/services/specs/ns/x", 1),
+            l("registry", "services", Some("/registry/services/specs/"))
+        );
+        assert_eq!(
+            labels("/registry/minions/node-1", 1),
+            l("registry", "nodes", Some("/registry/minions/"))
+        );
+    }
+
+    #[test]
+    fn other_keys_use_directories_never_the_key_name() {
+        assert_eq!(labels("compact_rev_key", 1), l("", "", None));
+        assert_eq!(labels("/app/3f1c-uuid", 1), l("app", "", None));
+        assert_eq!(labels("/app/users/42", 1), l("app", "users", Some("/app/users/")));
+        assert_eq!(
+            labels("/app/users/42/profile", 2),
+            l("app", "users/42", Some("/app/users/42/"))
+        );
+        assert_eq!(
+            labels("/registry/pods/ns/x", 2),
+            l("registry", "pods/ns", Some("/registry/pods/ns/"))
+        );
+    }
+
+    #[test]
+    fn the_cap_folds_new_label_pairs_into_other() {
+        let mut admitted = Admitted::default();
+        let pair = |r: &str| ("p".to_string(), r.to_string());
+        assert_eq!(admitted.admit(pair("a"), 2), pair("a"));
+        assert_eq!(admitted.admit(pair("b"), 2), pair("b"));
+        assert_eq!(admitted.admit(pair("c"), 2), ("other".into(), "other".into()));
+        assert_eq!(admitted.admit(pair("a"), 2), pair("a"));
+    }
+
+    #[test]
+    fn range_ends_take_the_narrower_one() {
+        assert_eq!(min_end(vec![], b"b".to_vec()), b"b".to_vec());
+        assert_eq!(min_end(b"c".to_vec(), b"b".to_vec()), b"b".to_vec());
+        assert_eq!(prefix_end(b"/registry/"), b"/registry0".to_vec());
+    }
+}

@@ -1,0 +1,251 @@
+//! request.wasm under the host's watch: exact counts under a known
+//! workload, recovery after a compaction while disconnected, and clean-up
+//! when the feature is disabled.
+
+use std::time::Duration;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, Host};
+use crate::harness::proxy::Proxy;
+use crate::harness::{http_client, plugin_file, wait_until};
+
+const KEYS: &str = "inspection_etcd_key_total";
+const REQUESTS: &str = "inspection_etcd_request_total";
+
+/// Waits until each (metric, labels…, value) holds for cluster "prod".
+async fn expect(host: &Host, expected: &[(&str, &[&str], f64)]) {
+    wait_until(&format!("{expected:?}"), Duration::from_secs(30), async || {
+        let scrape = host.scrape().await;
+        for (metric, labels, value) in expected {
+            let mut want = vec![("clusterName", "prod")];
+            let names: &[&str] = if *metric == KEYS {
+                &["etcdPrefix", "resourceName"]
+            } else {
+                &["grpcMethod", "etcdPrefix", "resourceName"]
+            };
+            want.extend(names.iter().copied().zip(labels.iter().copied()));
+            let got = scrape.get(metric, &want);
+            if got != Some(*value) {
+                return Err(format!("{metric}{labels:?} = {got:?}, want {value}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+async fn put(client: &mut etcd_client::Client, key: &str) {
+    client.put(key, "v", None).await.unwrap();
+}
+
+async fn delete(client: &mut etcd_client::Client, key: &str) {
+    client.delete(key, None).await.unwrap();
+}
+
+fn request_cluster(url: &str, extra: &[(&str, &str)]) -> String {
+    let mut annotations = vec![
+        ("importedAddr", url),
+        ("featureGates", "request=true"),
+        ("request", r#"{"path":"/registry/"}"#),
+    ];
+    annotations.extend_from_slice(extra);
+    cluster_manifest("prod", &annotations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_workload_gives_exact_key_and_request_counts() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    let mut client = etcd.client().await;
+    for i in 0..5 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    for i in 0..2 {
+        put(
+            &mut client,
+            &format!("/registry/apiextensions.k8s.io/customresourcedefinitions/crd{i}"),
+        )
+        .await;
+        put(&mut client, &format!("/registry/services/endpoints/default/e{i}")).await;
+    }
+    for i in 0..3 {
+        put(
+            &mut client,
+            &format!("/registry/stable.example.com/crontabs/default/c{i}"),
+        )
+        .await;
+    }
+    put(&mut client, "/other/outside-the-path").await;
+    let manifests = [("cluster.yaml", request_cluster(&etcd.members[0].client_url, &[]))];
+    let host = Host::start(&[plugin_file("bundled", "request")], &manifests, &[]).await;
+
+    let crd = "customresourcedefinitions.apiextensions.k8s.io";
+    let crontabs = "crontabs.stable.example.com";
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 5.0),
+            (KEYS, &["registry", crd], 2.0),
+            (KEYS, &["registry", "endpoints"], 2.0),
+            (KEYS, &["registry", crontabs], 3.0),
+        ],
+    )
+    .await;
+    assert_eq!(
+        host.scrape().await.all(KEYS, &[("etcdPrefix", "other")]),
+        vec![],
+        "outside the request path"
+    );
+
+    // Creates, overwrites and deletes.
+    for i in 5..8 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    put(&mut client, "/registry/pods/default/p0").await;
+    put(&mut client, "/registry/pods/default/p1").await;
+    delete(&mut client, "/registry/pods/default/p2").await;
+    put(&mut client, "/registry/stable.example.com/crontabs/default/c9").await;
+    delete(&mut client, "/registry/services/endpoints/default/e0").await;
+    delete(&mut client, "/registry/services/endpoints/default/e1").await;
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 7.0),
+            (REQUESTS, &["PUT", "registry", "pods"], 5.0),
+            (REQUESTS, &["Delete", "registry", "pods"], 1.0),
+            (KEYS, &["registry", crontabs], 4.0),
+            (REQUESTS, &["PUT", "registry", crontabs], 1.0),
+            (KEYS, &["registry", "endpoints"], 0.0),
+            (REQUESTS, &["Delete", "registry", "endpoints"], 2.0),
+            (KEYS, &["registry", crd], 2.0),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_while_disconnected_is_recounted_exactly() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let member_url = etcd.members[0].client_url.clone();
+    let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(member_addr).await;
+    let proxied = format!("127.0.0.1:{}", proxy.port);
+    let mut client = etcd.client().await;
+    for i in 0..4 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    // Every host connection goes through the proxy: the member advertises
+    // its own address, which extClientURL rewrites.
+    let rewrite = format!("{}->{proxied}", member_addr);
+    let manifests = [(
+        "cluster.yaml",
+        request_cluster(&format!("http://{proxied}"), &[("extClientURL", &rewrite)]),
+    )];
+    let host = Host::start(
+        &[plugin_file("bundled", "request")],
+        &manifests,
+        &["--etcd-timeout", "1"],
+    )
+    .await;
+    expect(&host, &[(KEYS, &["registry", "pods"], 4.0)]).await;
+    put(&mut client, "/registry/pods/default/p4").await;
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 5.0),
+            (REQUESTS, &["PUT", "registry", "pods"], 1.0),
+        ],
+    )
+    .await;
+
+    proxy.cut();
+    for i in 5..9 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    delete(&mut client, "/registry/pods/default/p0").await;
+    put(&mut client, "/registry/configmaps/default/c0").await;
+    let revision = etcd.status()[0].1.to_string();
+    etcd.etcdctl(&["--endpoints", &member_url, "compact", &revision])
+        .unwrap();
+    proxy.restore();
+
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 8.0),
+            (KEYS, &["registry", "configmaps"], 1.0),
+        ],
+    )
+    .await;
+    assert!(
+        host.log().contains("history compacted at"),
+        "the host must recount after a compaction:\n{}",
+        host.log()
+    );
+    // Counting continues from the recount.
+    delete(&mut client, "/registry/pods/default/p1").await;
+    expect(&host, &[(KEYS, &["registry", "pods"], 7.0)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_request_closes_the_watch_and_deletes_the_series() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let url = etcd.members[0].client_url.clone();
+    let mut client = etcd.client().await;
+    put(&mut client, "/registry/pods/default/p0").await;
+    let manifests = [("cluster.yaml", request_cluster(&url, &[]))];
+    let host = Host::start(
+        &[plugin_file("bundled", "request")],
+        &manifests,
+        &["--rescan-interval", "0.5"],
+    )
+    .await;
+    expect(&host, &[(KEYS, &["registry", "pods"], 1.0)]).await;
+    put(&mut client, "/registry/pods/default/p1").await;
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 2.0),
+            (REQUESTS, &["PUT", "registry", "pods"], 1.0),
+        ],
+    )
+    .await;
+    let watchers = async || {
+        let text = http_client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::harness::metrics::Scrape::parse(&text)
+            .get("etcd_debugging_mvcc_watcher_total", &[])
+            .unwrap_or(0.0)
+    };
+    assert!(watchers().await >= 1.0, "the host watches etcd");
+
+    let disabled = cluster_manifest(
+        "prod",
+        &[
+            ("importedAddr", &url),
+            ("featureGates", "request=false"),
+            ("request", r#"{"path":"/registry/"}"#),
+        ],
+    );
+    std::fs::write(host.manifest_dir().join("cluster.yaml"), disabled).unwrap();
+    wait_until(
+        "series deleted and the watch closed",
+        Duration::from_secs(20),
+        async || {
+            let scrape = host.scrape().await;
+            let left = scrape.all(KEYS, &[]).len() + scrape.all(REQUESTS, &[]).len();
+            let w = watchers().await;
+            if left == 0 && w == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{left} series left, {w} watchers"))
+            }
+        },
+    )
+    .await;
+}
