@@ -32,6 +32,11 @@ for _ in $(seq 50); do
   ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
   sleep 0.2
 done
+# A few Kubernetes-style keys so the request inspection has something to count.
+for key in /registry/pods/default/demo-0 /registry/pods/default/demo-1 /registry/configmaps/default/demo \
+           /registry/apiextensions.k8s.io/customresourcedefinitions/demos.example.com; do
+  ETCDCTL_API=3 etcdctl --endpoints "$endpoints" put "$key" demo >/dev/null
+done
 features=$(ls "$state/plugins" | sed 's/\.wasm$/=true/' | paste -sd, -)
 cat > "$state/manifests/local.yaml" <<YAML
 apiVersion: etcd.clay.io/v1alpha1
