@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use etcd_inspector::cluster::crd::{EtcdCluster, EtcdInspection};
+use etcd_inspector::controllers::kubernetes::{self, leader::LeaseTiming, KubeSettings, Role};
 use etcd_inspector::controllers::standalone::ManifestSource;
 use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
 use etcd_inspector::etcd::ConnectionSettings;
@@ -28,6 +30,40 @@ struct Cli {
 enum Command {
     /// Inspect the clusters described by EtcdCluster/EtcdInspection YAML files (no Kubernetes needed).
     Standalone(StandaloneArgs),
+    /// Kubernetes mode: the cluster and inspection controllers in one process.
+    Run(KubeArgs),
+    /// Kubernetes mode, the seed's cluster controller only.
+    Etcdcluster(KubeArgs),
+    /// Kubernetes mode, the seed's inspection controller only.
+    Inspection(KubeArgs),
+    /// Print the CustomResourceDefinitions (YAML).
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct KubeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// kubeconfig file (default: in-cluster, then ~/.kube/config).
+    #[arg(long, short = 'k')]
+    kubeconfig: Option<PathBuf>,
+    /// Only EtcdClusters/EtcdInspections matching this label selector.
+    #[arg(long = "label-selector", alias = "labelSelector")]
+    label_selector: Option<String>,
+    /// Lease used for leader election (default depends on the subcommand).
+    #[arg(long)]
+    lease_lock_name: Option<String>,
+    #[arg(long, default_value = "kstone")]
+    lease_lock_namespace: String,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15.0)]
+    lease_duration: f64,
+    /// Identity in the lease (default: hostname and a random suffix).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Allow certName to name a Secret in another namespace than the cluster's.
+    #[arg(long)]
+    allow_cross_namespace_secrets: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,7 +90,7 @@ struct StandaloneArgs {
 struct CommonArgs {
     /// Directory of plugin components (*.wasm).
     #[arg(long)]
-    plugin_dir: PathBuf,
+    plugin_dir: Option<PathBuf>,
     /// Address for /metrics, /health, /plugins and the status page.
     #[arg(long, default_value = "0.0.0.0:9090")]
     listen: SocketAddr,
@@ -93,35 +129,104 @@ async fn main() -> anyhow::Result<()> {
 
     match Cli::parse().command {
         Command::Standalone(args) => standalone(args).await,
+        Command::Run(args) => kubernetes(args, Role::All, "etcd-inspector").await,
+        Command::Etcdcluster(args) => kubernetes(args, Role::Clusters, "clay-etcdcluster-controller").await,
+        Command::Inspection(args) => kubernetes(args, Role::Inspections, "clay-etcdinspection-controller").await,
+        Command::Crd => {
+            print!("{}", crds()?);
+            Ok(())
+        }
+    }
+}
+
+/// Both CRDs as one YAML stream (deploy/crds.yaml is this output).
+fn crds() -> anyhow::Result<String> {
+    use kube::CustomResourceExt;
+    let cluster = serde_yaml::to_string(&EtcdCluster::crd())?;
+    let inspection = serde_yaml::to_string(&EtcdInspection::crd())?;
+    Ok(format!("---\n{cluster}---\n{inspection}"))
+}
+
+/// What every mode shares: metrics, plugins, the supervisor and the HTTP server.
+struct Host {
+    metrics: Arc<Metrics>,
+    plugins: Arc<PluginRegistry>,
+    supervisor: Arc<Supervisor>,
+    connection: ConnectionSettings,
+}
+
+impl Host {
+    async fn start(common: &CommonArgs, needs_plugins: bool) -> anyhow::Result<Host> {
+        let prefix = match common.metric_names {
+            MetricNames::Inspection => "",
+            MetricNames::Kstone => "kstone_",
+        };
+        let metrics = Arc::new(Metrics::new(prefix));
+        let limits = CallLimits {
+            timeout: seconds("plugin-timeout", common.plugin_timeout)?,
+            memory_bytes: common.plugin_memory_mib.max(1) << 20,
+        };
+        let runtime = Arc::new(Runtime::new(limits)?);
+        let plugins = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
+        match &common.plugin_dir {
+            Some(dir) => {
+                let loaded = plugins
+                    .load_dir(dir)
+                    .await
+                    .with_context(|| format!("--plugin-dir {}", dir.display()))?;
+                tracing::info!(loaded, dir = %dir.display(), "plugins loaded");
+            }
+            None => anyhow::ensure!(!needs_plugins, "--plugin-dir is required to run inspections"),
+        }
+        let connection = ConnectionSettings {
+            call_timeout: seconds("etcd-timeout", common.etcd_timeout)?,
+        };
+        let settings = SchedulerSettings {
+            max_concurrent: common.max_concurrent_inspections,
+            connection: connection.clone(),
+        };
+        let supervisor = Arc::new(Supervisor::new(plugins.clone(), metrics.clone(), settings));
+        Ok(Host {
+            metrics,
+            plugins,
+            supervisor,
+            connection,
+        })
+    }
+
+    /// Serves HTTP until `work` ends; every `work` ends on SIGTERM/SIGINT
+    /// after its own clean-up (the lease is released, series deleted).
+    async fn serve(
+        self,
+        listen: SocketAddr,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving /metrics, /health, /plugins and /");
+        let app = router(AppState {
+            metrics: self.metrics,
+            plugins: self.plugins,
+            supervisor: self.supervisor.clone(),
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            work.await;
+            let _ = done_tx.send(());
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = done_rx.await;
+            })
+            .await?;
+        self.supervisor.shutdown();
+        Ok(())
     }
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let common = &args.common;
-    let prefix = match common.metric_names {
-        MetricNames::Inspection => "",
-        MetricNames::Kstone => "kstone_",
-    };
-    let metrics = Arc::new(Metrics::new(prefix));
-    let limits = CallLimits {
-        timeout: seconds("plugin-timeout", common.plugin_timeout)?,
-        memory_bytes: common.plugin_memory_mib.max(1) << 20,
-    };
-    let runtime = Arc::new(Runtime::new(limits)?);
-    let plugins = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
-    let loaded = plugins
-        .load_dir(&common.plugin_dir)
-        .await
-        .with_context(|| format!("--plugin-dir {}", common.plugin_dir.display()))?;
-    tracing::info!(loaded, dir = %common.plugin_dir.display(), "plugins loaded");
-
-    let settings = SchedulerSettings {
-        max_concurrent: common.max_concurrent_inspections,
-        connection: ConnectionSettings {
-            call_timeout: seconds("etcd-timeout", common.etcd_timeout)?,
-        },
-    };
-    let supervisor = Arc::new(Supervisor::new(plugins.clone(), metrics.clone(), settings));
+    let host = Host::start(&args.common, true).await?;
     anyhow::ensure!(
         args.manifests.is_dir(),
         "--manifests {}: not a directory",
@@ -131,25 +236,52 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         dir: args.manifests.clone(),
         rescan: seconds("rescan-interval", args.rescan_interval)?,
     };
-
-    let listener = tokio::net::TcpListener::bind(common.listen)
-        .await
-        .with_context(|| format!("--listen {}", common.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /health, /plugins and /");
-    let app = router(AppState {
-        metrics,
-        plugins,
-        supervisor: supervisor.clone(),
-    });
-    let sources = tokio::spawn(source.run(supervisor.clone()));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    sources.abort();
-    supervisor.shutdown();
-    Ok(())
+    let supervisor = host.supervisor.clone();
+    let work = async move {
+        tokio::select! {
+            _ = source.run(supervisor) => {},
+            _ = shutdown_signal() => {},
+        }
+    };
+    host.serve(args.common.listen, work).await
 }
 
+async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::Result<()> {
+    let host = Host::start(&args.common, role != Role::Clusters).await?;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let hostname = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok());
+        format!("{}_{:016x}", hostname.unwrap_or_default().trim(), rand::random::<u64>())
+    });
+    let settings = KubeSettings {
+        label_selector: args.label_selector.clone(),
+        lease_name: args
+            .lease_lock_name
+            .clone()
+            .unwrap_or_else(|| default_lease.to_string()),
+        lease_namespace: args.lease_lock_namespace.clone(),
+        lease_timing: LeaseTiming {
+            duration: seconds("lease-duration", args.lease_duration)?,
+            renew_every: seconds("lease-duration", args.lease_duration / 5.0)?,
+        },
+        identity,
+        allow_cross_namespace_secrets: args.allow_cross_namespace_secrets,
+    };
+    let supervisor = host.supervisor.clone();
+    let connection = host.connection.clone();
+    let work = kubernetes::run(client, settings, role, supervisor, connection, shutdown_signal());
+    host.serve(args.common.listen, work).await
+}
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

@@ -43,6 +43,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Where a cluster's features come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureSource {
+    /// `featureGates` plus EtcdInspections (standalone mode).
+    GatesAndInspections,
+    /// EtcdInspections only (Kubernetes mode).
+    Inspections,
+}
+
 /// One inspection to run against a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureSettings {
@@ -73,6 +82,19 @@ impl ClusterConfig {
     pub fn from_resources(
         cluster: &EtcdCluster,
         inspections: &[&EtcdInspection],
+        credentials: impl FnOnce(&str) -> Result<Credentials, String>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(cluster, inspections, FeatureSource::GatesAndInspections, credentials)
+    }
+
+    /// Validates `cluster` and builds its configuration; `features` says
+    /// whether `featureGates` enable features by themselves (standalone) or
+    /// only through EtcdInspections (Kubernetes mode, where the cluster
+    /// controller turns gates into inspections).
+    pub fn build(
+        cluster: &EtcdCluster,
+        inspections: &[&EtcdInspection],
+        features: FeatureSource,
         credentials: impl FnOnce(&str) -> Result<Credentials, String>,
     ) -> Result<Self, ConfigError> {
         let key = ClusterKey {
@@ -125,11 +147,12 @@ impl ClusterConfig {
         }
 
         let (gates, warnings) = parse_feature_gates(annotation(annotations::FEATURE_GATES).unwrap_or(""));
-        let mut features: BTreeMap<String, FeatureSettings> = gates
-            .iter()
-            .filter(|(_, on)| **on)
-            .map(|(name, _)| (name.clone(), FeatureSettings { interval: None }))
-            .collect();
+        let mut enabled: BTreeMap<String, FeatureSettings> = BTreeMap::new();
+        if features == FeatureSource::GatesAndInspections {
+            for (name, _) in gates.iter().filter(|(_, on)| **on) {
+                enabled.insert(name.clone(), FeatureSettings { interval: None });
+            }
+        }
         for inspection in inspections {
             let feature = inspection.spec.inspection_type.clone();
             if gates.get(&feature) == Some(&false) {
@@ -140,8 +163,9 @@ impl ClusterConfig {
                 .interval_in_second
                 .filter(|s| *s > 0)
                 .map(|s| Duration::from_secs(s.into()));
-            features.insert(feature, FeatureSettings { interval });
+            enabled.insert(feature, FeatureSettings { interval });
         }
+        let features = enabled;
 
         // Plugins see the seed's annotations, ours, and any annotation named
         // after a feature (the seed's `request` is one: it sets its watch path).

@@ -19,6 +19,7 @@ pub const API_VERSION: &str = "etcd.clay.io/v1alpha1";
     namespaced,
     status = "EtcdClusterStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyMembers"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -36,12 +37,14 @@ pub struct EtcdClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["", "v3"]))]
     pub storage_backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     /// Only `imported` is served.
+    #[schemars(extend("enum" = ["imported"]))]
     pub cluster_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
@@ -82,6 +85,28 @@ pub struct EtcdClusterStatus {
     pub feature_gates_status: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// `ready/total` members, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_members: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Why the cluster is in its phase. `type` is `Ready`; `reason` is a
+/// CamelCase word (`AllMembersHealthy`, `MembersUnhealthy`, `Unreachable`,
+/// `InvalidSpec`, `CredentialsUnavailable`); `message` says what to fix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -101,7 +126,17 @@ pub struct MemberStatus {
 }
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "etcd.clay.io", version = "v1alpha1", kind = "EtcdInspection", namespaced)]
+#[kube(
+    group = "etcd.clay.io",
+    version = "v1alpha1",
+    kind = "EtcdInspection",
+    namespaced,
+    status = "EtcdInspectionStatus",
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterName"}"#,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.inspectionType"}"#,
+    printcolumn = r#"{"name":"Last","type":"string","jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdInspectionSpec {
     pub cluster_name: String,
@@ -111,4 +146,33 @@ pub struct EtcdInspectionSpec {
     /// Seconds between runs; 30 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_in_second: Option<u32>,
+}
+
+/// The seed's EtcdInspection status, now written: the last run and a
+/// bounded list of recent runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdInspectionStatus {
+    /// Outcome of the last run (`ok`, `timeout`, …).
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub records: Vec<InspectionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_time: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectionRecord {
+    #[serde(default)]
+    pub start_time: String,
+    #[serde(default)]
+    pub end_time: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
 }

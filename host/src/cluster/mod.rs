@@ -5,4 +5,4 @@ pub mod config;
 pub mod crd;
 pub mod manifests;
 
-pub use config::{ClusterConfig, ClusterKey, ConfigError, FeatureSettings};
+pub use config::{parse_feature_gates, ClusterConfig, ClusterKey, ConfigError, FeatureSettings, FeatureSource};

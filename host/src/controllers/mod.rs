@@ -2,6 +2,7 @@
 //! supervisor that runs them.
 
 mod job;
+pub mod kubernetes;
 pub mod standalone;
 pub mod supervisor;
 

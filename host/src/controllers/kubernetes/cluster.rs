@@ -1,0 +1,283 @@
+//! The cluster controller: for each EtcdCluster, observe its members (each
+//! through its own endpoint, D1), write one status patch, the seed's
+//! labels, and one EtcdInspection per enabled feature, owned by the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::secrets;
+use super::status::{cluster_labels, cluster_status, feature_actions, FeatureAction, Observation, ObservedMember};
+use super::KubeSettings;
+use crate::cluster::config::annotations;
+use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
+use crate::cluster::{parse_feature_gates, ClusterConfig, ClusterKey, FeatureSource};
+use crate::etcd::{ClusterConnection, ConnectionSettings};
+
+/// How often a cluster is observed when nothing changes.
+const RESYNC: Duration = Duration::from_secs(30);
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Arc<KubeSettings>,
+    pub connection: ConnectionSettings,
+    /// One connection per cluster, rebuilt when its settings change.
+    connections: Mutex<HashMap<ClusterKey, (ClusterConfig, Arc<ClusterConnection>)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Arc<KubeSettings>, connection: ConnectionSettings) -> Self {
+        Context {
+            client,
+            settings,
+            connection,
+            connections: Mutex::default(),
+        }
+    }
+
+    fn connection(&self, config: &ClusterConfig) -> Result<Arc<ClusterConnection>, String> {
+        let mut connections = self.connections.lock().unwrap();
+        if let Some((known, c)) = connections.get(&config.key) {
+            if known.seeds == config.seeds
+                && known.rewrites == config.rewrites
+                && known.credentials == config.credentials
+            {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(
+            ClusterConnection::new(
+                &config.key.to_string(),
+                config.seeds.clone(),
+                config.rewrites.clone(),
+                config.credentials.clone(),
+                self.connection.clone(),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        connections.insert(config.key.clone(), (config.clone(), c.clone()));
+        Ok(c)
+    }
+}
+
+/// Runs the controller until the stream ends.
+pub async fn run(ctx: Arc<Context>) {
+    let selector = ctx.settings.label_selector.clone();
+    let config = |s: &Option<String>| match s {
+        Some(s) => watcher::Config::default().labels(s),
+        None => watcher::Config::default(),
+    };
+    let clusters = Api::<EtcdCluster>::all(ctx.client.clone());
+    let inspections = Api::<EtcdInspection>::all(ctx.client.clone());
+    Controller::new(clusters, config(&selector))
+        .owns(inspections, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("cluster reconcile: {e}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<EtcdCluster>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!("cluster reconcile failed: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let name = cluster.name_any();
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let annotations = cluster.annotations();
+    let (gates, _) = parse_feature_gates(
+        annotations
+            .get(annotations::FEATURE_GATES)
+            .map(String::as_str)
+            .unwrap_or(""),
+    );
+    let seeds = annotations.get(annotations::IMPORTED_ADDR).cloned().unwrap_or_default();
+
+    let observation = observe(&cluster, &namespace, &ctx).await;
+    let mut status = cluster_status(&cluster.status.clone().unwrap_or_default(), &seeds, &observation);
+    if let Observation::Members(_) = observation {
+        status.feature_gates_status = sync_inspections(&cluster, &namespace, &gates, &ctx).await;
+    }
+    if status != cluster.status.clone().unwrap_or_default() {
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    }
+
+    let labels = cluster_labels(&gates, &cluster.spec.cluster_type, cluster.spec.version.as_deref());
+    let current = cluster.labels();
+    if labels.iter().any(|(k, v)| current.get(k) != Some(v)) {
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": labels } })),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn observe(cluster: &EtcdCluster, namespace: &str, ctx: &Context) -> Observation {
+    let credentials = match cluster
+        .annotations()
+        .get(annotations::CERT_NAME)
+        .filter(|n| !n.trim().is_empty())
+    {
+        Some(cert_name) => {
+            match secrets::credentials(
+                &ctx.client,
+                namespace,
+                cert_name.trim(),
+                ctx.settings.allow_cross_namespace_secrets,
+            )
+            .await
+            {
+                Ok(c) => Some(Ok(c)),
+                Err(message) => {
+                    return Observation::Invalid {
+                        reason: "CredentialsUnavailable",
+                        message,
+                    }
+                }
+            }
+        }
+        None => None,
+    };
+    let config = match ClusterConfig::build(cluster, &[], FeatureSource::Inspections, |_| {
+        credentials.unwrap_or_else(|| Ok(Default::default()))
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            return Observation::Invalid {
+                reason: "InvalidSpec",
+                message: e.to_string(),
+            }
+        }
+    };
+    let connection = match ctx.connection(&config) {
+        Ok(c) => c,
+        Err(message) => {
+            return Observation::Invalid {
+                reason: "CredentialsUnavailable",
+                message,
+            }
+        }
+    };
+    let members = match connection.refresh_members().await {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => {
+            return Observation::Unreachable {
+                message: "MemberList returned no member with a client URL".into(),
+            }
+        }
+        Err(e) => return Observation::Unreachable { message: e.to_string() },
+    };
+    let observed = members.into_iter().map(|info| {
+        let connection = connection.clone();
+        async move {
+            let status = connection.status(&info.endpoint).await.map_err(|e| e.to_string());
+            let health = connection.health(&info.endpoint).await.map_err(|e| e.to_string());
+            ObservedMember { info, status, health }
+        }
+    });
+    Observation::Members(futures::future::join_all(observed).await)
+}
+
+/// Creates and deletes `<cluster>-<feature>` EtcdInspections; returns the
+/// seed's featureGatesStatus.
+async fn sync_inspections(
+    cluster: &EtcdCluster,
+    namespace: &str,
+    gates: &BTreeMap<String, bool>,
+    ctx: &Context,
+) -> BTreeMap<String, String> {
+    let api: Api<EtcdInspection> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = cluster.name_any();
+    let uid = cluster.uid();
+    let owned: Vec<String> = match api.list(&Default::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .filter(|i| i.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+            .map(|i| i.spec.inspection_type.clone())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(cluster = %name, "cannot list EtcdInspections: {e}");
+            Vec::new()
+        }
+    };
+    let mut result = BTreeMap::new();
+    for (feature, action) in feature_actions(gates, &owned) {
+        let inspection_name = format!("{name}-{feature}");
+        let outcome = match action {
+            FeatureAction::Ensure => ensure_inspection(&api, cluster, &inspection_name, &feature)
+                .await
+                .map(|_| "enabled"),
+            FeatureAction::Delete => match api.delete(&inspection_name, &DeleteParams::default()).await {
+                Ok(_) => Ok("disabled"),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok("disabled"),
+                Err(e) => Err(e),
+            },
+        };
+        let value = match outcome {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("failed to sync {feature} feature, err is {e}"),
+        };
+        if gates.contains_key(&feature) {
+            result.insert(feature, value);
+        }
+    }
+    result
+}
+
+async fn ensure_inspection(
+    api: &Api<EtcdInspection>,
+    cluster: &EtcdCluster,
+    name: &str,
+    feature: &str,
+) -> Result<(), kube::Error> {
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let inspection = EtcdInspection {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: cluster.namespace(),
+            labels: Some(cluster.labels().clone()),
+            owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: EtcdInspectionSpec {
+            cluster_name: cluster.name_any(),
+            inspection_type: feature.to_string(),
+            ..Default::default()
+        },
+        status: None,
+    };
+    match api.create(&PostParams::default(), &inspection).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

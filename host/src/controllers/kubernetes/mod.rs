@@ -1,0 +1,105 @@
+//! Kubernetes mode: the cluster controller (members, status, one
+//! EtcdInspection per enabled feature) and the inspection controller (runs
+//! the inspections), behind Lease leader election. Every replica serves
+//! /metrics and /health; only the leader reconciles and inspects.
+
+pub mod cluster;
+mod inspections;
+pub mod leader;
+mod secrets;
+pub mod status;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::controllers::Supervisor;
+use crate::etcd::ConnectionSettings;
+use leader::{Elector, LeaseTiming};
+
+/// Which controllers this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `etcd-inspector run`: both.
+    All,
+    /// The seed's `etcdcluster` subcommand.
+    Clusters,
+    /// The seed's `inspection` subcommand.
+    Inspections,
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeSettings {
+    pub label_selector: Option<String>,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub lease_timing: LeaseTiming,
+    pub identity: String,
+    /// Allow `certName: namespace/name` outside the cluster's namespace (D14).
+    pub allow_cross_namespace_secrets: bool,
+}
+
+/// Runs until `shutdown` resolves; then releases the lease.
+pub async fn run(
+    client: Client,
+    settings: KubeSettings,
+    role: Role,
+    supervisor: Arc<Supervisor>,
+    connection: ConnectionSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let settings = Arc::new(settings);
+    let (leading_tx, mut leading) = watch::channel(false);
+    let elector = Elector::new(
+        client.clone(),
+        &settings.lease_namespace,
+        &settings.lease_name,
+        &settings.identity,
+        settings.lease_timing.clone(),
+    );
+    let releaser = Elector::new(
+        client.clone(),
+        &settings.lease_namespace,
+        &settings.lease_name,
+        &settings.identity,
+        settings.lease_timing.clone(),
+    );
+    let election = tokio::spawn(elector.run(leading_tx));
+    let lead = async {
+        loop {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            let mut work = Vec::new();
+            if role != Role::Inspections {
+                let ctx = Arc::new(cluster::Context::new(
+                    client.clone(),
+                    settings.clone(),
+                    connection.clone(),
+                ));
+                work.push(tokio::spawn(cluster::run(ctx)));
+            }
+            if role != Role::Clusters {
+                work.push(tokio::spawn(inspections::run(
+                    client.clone(),
+                    settings.clone(),
+                    supervisor.clone(),
+                )));
+            }
+            let _ = leading.wait_for(|l| !*l).await;
+            tracing::info!("lost the lease: stopping controllers and inspections");
+            for task in work {
+                task.abort();
+            }
+            supervisor.shutdown();
+        }
+    };
+    tokio::select! {
+        _ = lead => {},
+        _ = shutdown => {},
+    }
+    election.abort();
+    supervisor.shutdown();
+    releaser.release().await;
+}
