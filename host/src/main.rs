@@ -64,6 +64,9 @@ struct KubeArgs {
     /// Allow certName to name a Secret in another namespace than the cluster's.
     #[arg(long)]
     allow_cross_namespace_secrets: bool,
+    /// Seconds between observations of an unchanged cluster (and Secret re-reads).
+    #[arg(long, default_value_t = 30.0)]
+    resync_interval: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -276,6 +279,7 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
         },
         identity,
         allow_cross_namespace_secrets: args.allow_cross_namespace_secrets,
+        resync: seconds("resync-interval", args.resync_interval)?,
     };
     let supervisor = host.supervisor.clone();
     let connection = host.connection.clone();

@@ -10,5 +10,6 @@ mod consistency;
 mod etcd_access;
 mod healthy;
 mod hostile_plugins;
+mod kubernetes;
 mod request;
 mod tls_and_auth;

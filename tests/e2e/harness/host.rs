@@ -1,7 +1,8 @@
 //! The real `etcd-inspector` binary in standalone mode, on a free port, with
 //! its log captured to a file.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,30 +18,42 @@ pub struct Host {
 }
 
 impl Host {
-    /// Starts the host with `plugins` copied into its plugin directory,
-    /// `manifests` (file name, YAML) in its manifest directory, and extra flags.
+    /// Starts the host in standalone mode with `plugins` copied into its
+    /// plugin directory, `manifests` (file name, YAML) in its manifest
+    /// directory, and extra flags.
     pub async fn start(plugins: &[PathBuf], manifests: &[(&str, String)], extra: &[&str]) -> Host {
         let dir = tempfile::tempdir().unwrap();
-        let plugin_dir = dir.path().join("plugins");
         let manifest_dir = dir.path().join("manifests");
-        std::fs::create_dir_all(&plugin_dir).unwrap();
         std::fs::create_dir_all(&manifest_dir).unwrap();
-        for p in plugins {
-            std::fs::copy(p, plugin_dir.join(p.file_name().unwrap())).unwrap();
-        }
         for (name, body) in manifests {
             std::fs::write(manifest_dir.join(name), body).unwrap();
+        }
+        let mut args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
+        args.extend(extra.iter().map(OsString::from));
+        Host::launch(dir, plugins, args).await
+    }
+
+    /// Starts the host in Kubernetes mode (`run`) against `kubeconfig`.
+    pub async fn kubernetes(plugins: &[PathBuf], kubeconfig: &Path, extra: &[&str]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<OsString> = vec!["run".into(), "--kubeconfig".into(), kubeconfig.into()];
+        args.extend(extra.iter().map(OsString::from));
+        Host::launch(dir, plugins, args).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, plugins: &[PathBuf], args: Vec<OsString>) -> Host {
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        for p in plugins {
+            std::fs::copy(p, plugin_dir.join(p.file_name().unwrap())).unwrap();
         }
         let port = free_port();
         let log_path = dir.path().join("host.log");
         let child = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
-            .arg("standalone")
-            .arg("--manifests")
-            .arg(&manifest_dir)
+            .args(&args)
             .arg("--plugin-dir")
             .arg(&plugin_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("E2E_HOST_LOG").unwrap_or_else(|_| "info".into()),

@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod etcd;
 pub mod host;
+pub mod kube_api;
 pub mod metrics;
 pub mod proxy;
 

@@ -21,9 +21,6 @@ use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
 use crate::cluster::{parse_feature_gates, ClusterConfig, ClusterKey, FeatureSource};
 use crate::etcd::{ClusterConnection, ConnectionSettings};
 
-/// How often a cluster is observed when nothing changes.
-const RESYNC: Duration = Duration::from_secs(30);
-
 pub struct Context {
     pub client: Client,
     pub settings: Arc<KubeSettings>,
@@ -135,7 +132,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         )
         .await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(ctx.settings.resync))
 }
 
 async fn observe(cluster: &EtcdCluster, namespace: &str, ctx: &Context) -> Observation {

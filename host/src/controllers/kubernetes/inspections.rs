@@ -22,8 +22,6 @@ use crate::etcd::Credentials;
 
 /// How often the desired set is recomputed and statuses written.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
-/// How long a Secret read is reused.
-const SECRET_TTL: Duration = Duration::from_secs(30);
 /// Runs kept in an EtcdInspection's status.
 const MAX_RECORDS: usize = 10;
 
@@ -97,7 +95,7 @@ async fn desired(
             None => Ok(Credentials::default()),
             Some(name) => {
                 let id = (key.namespace.clone(), name.clone());
-                match secrets.get(&id).filter(|(at, _)| at.elapsed() < SECRET_TTL) {
+                match secrets.get(&id).filter(|(at, _)| at.elapsed() < settings.resync) {
                     Some((_, cached)) => cached.clone(),
                     None => {
                         let read =

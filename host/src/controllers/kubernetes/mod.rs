@@ -38,6 +38,9 @@ pub struct KubeSettings {
     pub identity: String,
     /// Allow `certName: namespace/name` outside the cluster's namespace (D14).
     pub allow_cross_namespace_secrets: bool,
+    /// How often a cluster is observed when nothing changes; also how long a
+    /// Secret read is reused.
+    pub resync: std::time::Duration,
 }
 
 /// Runs until `shutdown` resolves; then releases the lease.

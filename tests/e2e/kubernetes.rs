@@ -1,0 +1,299 @@
+//! Kubernetes mode end to end: the real kube client, watcher and
+//! controllers against the test API server (harness/kube_api.rs), with a
+//! real 3-member etcd behind TLS.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_inspector::cluster::crd::{EtcdCluster, EtcdInspection};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+
+use crate::harness::certs::Pki;
+use crate::harness::etcd::{EtcdCluster as Etcd, Options};
+use crate::harness::host::{cluster_manifest, Host};
+use crate::harness::kube_api::KubeApi;
+use crate::harness::{plugin_file, wait_until};
+
+const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
+const FEATURES: [&str; 4] = ["alarm", "consistency", "healthy", "request"];
+
+fn secret(name: &str, pki: &Pki, ca: &str) -> Secret {
+    let data: BTreeMap<String, ByteString> = [
+        ("ca.crt", ca.to_string()),
+        ("server.crt", pki.client.cert.clone()),
+        ("server.key", pki.client.key.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+    .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn bundled() -> Vec<std::path::PathBuf> {
+    FEATURES.iter().map(|f| plugin_file("bundled", f)).collect()
+}
+
+async fn inspections(api: &Api<EtcdInspection>) -> Vec<String> {
+    let mut names: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|i| i.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
+    let pki = Pki::new("cluster-ca");
+    let etcd = Etcd::start(Options::new(3).tls(&pki)).await;
+    let kube = KubeApi::start().await;
+    let client = kube.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kstone");
+    secrets
+        .create(&PostParams::default(), &secret("env-etcd", &pki, &pki.ca.cert))
+        .await
+        .unwrap();
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/etcd-cluster.yaml"
+    ))
+    .unwrap()
+    .replace("https://cluster_ip:2379", &etcd.members[0].client_url);
+    let cluster: EtcdCluster = serde_yaml::from_str(&sample).expect("the seed's sample is accepted unchanged");
+    let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), "kstone");
+    clusters.create(&PostParams::default(), &cluster).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::kubernetes(
+        &bundled(),
+        &kube.kubeconfig(dir.path()),
+        &["--lease-duration", "3", "--resync-interval", "1"],
+    )
+    .await;
+
+    // Status: each member's own version and role, phase Running.
+    let status = wait_until(
+        "phase Running with three members",
+        Duration::from_secs(40),
+        async || {
+            let c = clusters.get("env-etcd").await.map_err(|e| e.to_string())?;
+            let status = c.status.unwrap_or_default();
+            if status.phase.as_deref() == Some("Running") && status.members.len() == 3 {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    let mut roles: Vec<&str> = status.members.iter().map(|m| m.role.as_str()).collect();
+    roles.sort();
+    assert_eq!(roles, ["Follower", "Follower", "Leader"]);
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.version == "3.4.23" && m.status == "Running"),
+        "{:?}",
+        status.members
+    );
+    assert_eq!(status.ready_members.as_deref(), Some("3/3"));
+    assert_eq!(
+        status.feature_gates_status.get("backup").map(String::as_str),
+        Some("disabled")
+    );
+    assert_eq!(
+        status.feature_gates_status.get("healthy").map(String::as_str),
+        Some("enabled")
+    );
+    let labelled = clusters
+        .get("env-etcd")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(labelled.get("healthy").map(String::as_str), Some("true"));
+    assert_eq!(labelled.get("clusterType").map(String::as_str), Some("imported"));
+
+    // Four EtcdInspections, owned by the cluster, and their metrics.
+    let inspection_api: Api<EtcdInspection> = Api::namespaced(client.clone(), "kstone");
+    let expected: Vec<String> = FEATURES.iter().map(|f| format!("env-etcd-{f}")).collect();
+    wait_until("four inspections", Duration::from_secs(20), async || {
+        let names = inspections(&inspection_api).await;
+        if names == expected {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    wait_until(
+        "healthy metrics and an inspection status",
+        Duration::from_secs(30),
+        async || {
+            let series = host.scrape().await.all(HEALTHY, &[("clusterName", "env-etcd")]);
+            let status = inspection_api
+                .get("env-etcd-healthy")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            if series.len() == 3 && series.iter().all(|(_, v)| *v == 1.0) && status.reason == "ok" {
+                Ok(())
+            } else {
+                Err(format!("{series:?} {status:?}"))
+            }
+        },
+    )
+    .await;
+
+    // Disabling a feature deletes its inspection and its series.
+    let gates = "alarm=true,consistency=true,healthy=false,request=true";
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {"featureGates": gates}}}));
+    clusters
+        .patch("env-etcd", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    wait_until("healthy disabled", Duration::from_secs(20), async || {
+        let names = inspections(&inspection_api).await;
+        let series = host.scrape().await.all(HEALTHY, &[]);
+        if !names.contains(&"env-etcd-healthy".to_string()) && series.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{names:?} {series:?}"))
+        }
+    })
+    .await;
+
+    // A Secret with a wrong CA: a condition naming the problem.
+    let stranger = Pki::new("some-other-ca");
+    let wrong = secret("env-etcd", &pki, &stranger.ca.cert);
+    let current = secrets.get("env-etcd").await.unwrap();
+    let wrong = Secret {
+        metadata: current.metadata,
+        ..wrong
+    };
+    secrets
+        .replace("env-etcd", &PostParams::default(), &wrong)
+        .await
+        .unwrap();
+    wait_until("a TLS condition", Duration::from_secs(30), async || {
+        let status = clusters
+            .get("env-etcd")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .cloned()
+            .unwrap_or_default();
+        if ready.status == "False" && ready.reason == "TLSError" && ready.message.contains("UnknownIssuer") {
+            Ok(())
+        } else {
+            Err(format!("{ready:?}"))
+        }
+    })
+    .await;
+
+    // Deleting the cluster deletes its inspections (owner references) and every series.
+    clusters.delete("env-etcd", &DeleteParams::default()).await.unwrap();
+    wait_until("everything of env-etcd gone", Duration::from_secs(30), async || {
+        let text = host.get("/metrics").await?;
+        let left: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("clusterName=\"env-etcd\""))
+            .collect();
+        let names = inspections(&inspection_api).await;
+        if left.is_empty() && names.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{names:?} {left:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_replica_inspects_and_another_takes_over() {
+    let etcd = Etcd::start(Options::new(1)).await;
+    let kube = KubeApi::start().await;
+    let client = kube.client().await;
+    let yaml = cluster_manifest(
+        "solo",
+        &[
+            ("importedAddr", &etcd.members[0].client_url),
+            ("featureGates", "healthy=true"),
+        ],
+    );
+    let cluster: EtcdCluster = serde_yaml::from_str(&yaml).unwrap();
+    Api::<EtcdCluster>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.kubeconfig(dir.path());
+    let flags = ["--lease-duration", "2", "--resync-interval", "1"];
+    let plugins = [plugin_file("bundled", "healthy")];
+    let mut hosts = vec![
+        Host::kubernetes(&plugins, &kubeconfig, &flags).await,
+        Host::kubernetes(&plugins, &kubeconfig, &flags).await,
+    ];
+    let inspecting = async |hosts: &[Host]| {
+        let mut who = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            if !h.scrape().await.all(HEALTHY, &[("clusterName", "solo")]).is_empty() {
+                who.push(i);
+            }
+        }
+        who
+    };
+    let leader = wait_until(
+        "one replica inspects",
+        Duration::from_secs(30),
+        async || match inspecting(&hosts).await.as_slice() {
+            [one] => Ok(*one),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    // Both serve /metrics and /health; the follower keeps exporting nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            inspecting(&hosts).await,
+            vec![leader],
+            "exactly one replica may inspect"
+        );
+        assert_eq!(hosts[1 - leader].get("/health").await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The leader dies without releasing the lease; the other takes over once it expires.
+    drop(hosts.remove(leader));
+    wait_until(
+        "the other replica takes over",
+        Duration::from_secs(30),
+        async || match inspecting(&hosts).await.as_slice() {
+            [0] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}
