@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks CI runs.
-.PHONY: run test plugins check fmt clippy
+.PHONY: run test plugins check fmt clippy crds deploy-plugins
 
 run:
 	./scripts/run-local.sh
@@ -19,3 +19,12 @@ clippy:
 	./scripts/setup.sh
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p spin -p membomb -p panicker -p noop -- -D warnings
+
+# Regenerates deploy/crds.yaml from the Rust types (a test fails when it drifts).
+crds:
+	cargo run --quiet -p etcd-inspector -- crd > deploy/crds.yaml
+
+# Puts the bundled plugins where deploy/kustomization.yaml expects them.
+deploy-plugins: plugins
+	mkdir -p deploy/plugins
+	cp "$${CARGO_TARGET_DIR:-target}"/plugins/bundled/*.wasm deploy/plugins/

@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use etcd_inspector::cluster::crd::{EtcdCluster, EtcdInspection};
 use etcd_inspector::controllers::kubernetes::{self, leader::LeaseTiming, KubeSettings, Role};
 use etcd_inspector::controllers::standalone::ManifestSource;
 use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
@@ -136,18 +135,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Etcdcluster(args) => kubernetes(args, Role::Clusters, "clay-etcdcluster-controller").await,
         Command::Inspection(args) => kubernetes(args, Role::Inspections, "clay-etcdinspection-controller").await,
         Command::Crd => {
-            print!("{}", crds()?);
+            print!("{}", etcd_inspector::cluster::crd::crds_yaml()?);
             Ok(())
         }
     }
-}
-
-/// Both CRDs as one YAML stream (deploy/crds.yaml is this output).
-fn crds() -> anyhow::Result<String> {
-    use kube::CustomResourceExt;
-    let cluster = serde_yaml::to_string(&EtcdCluster::crd())?;
-    let inspection = serde_yaml::to_string(&EtcdInspection::crd())?;
-    Ok(format!("---\n{cluster}---\n{inspection}"))
 }
 
 /// What every mode shares: metrics, plugins, the supervisor and the HTTP server.
@@ -293,4 +284,46 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    fn deploy(file: &str) -> String {
+        std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn the_deployment_and_image_arguments_are_accepted_by_the_cli() {
+        let deployment: serde_yaml::Value = serde_yaml::from_str(&deploy("deployment.yaml")).unwrap();
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .unwrap();
+        let args = args.iter().map(|a| a.as_str().unwrap().to_string());
+        Cli::try_parse_from(std::iter::once("etcd-inspector".to_string()).chain(args)).unwrap();
+        let cmd = deploy("Dockerfile")
+            .lines()
+            .find(|l| l.starts_with("CMD"))
+            .unwrap()
+            .to_string();
+        let cmd: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).unwrap();
+        Cli::try_parse_from(std::iter::once("etcd-inspector".to_string()).chain(cmd)).unwrap();
+    }
+
+    #[test]
+    fn every_kustomization_resource_exists_and_is_kubernetes_yaml() {
+        let kustomization: serde_yaml::Value = serde_yaml::from_str(&deploy("kustomization.yaml")).unwrap();
+        for resource in kustomization["resources"].as_sequence().unwrap() {
+            let text = deploy(resource.as_str().unwrap());
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(doc).unwrap();
+                assert!(
+                    value["apiVersion"].is_string() && value["kind"].is_string(),
+                    "{resource:?}: {value:?}"
+                );
+            }
+        }
+    }
 }

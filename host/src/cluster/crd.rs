@@ -176,3 +176,38 @@ pub struct InspectionRecord {
     #[serde(default)]
     pub message: String,
 }
+
+/// Both CRDs as one YAML stream; `deploy/crds.yaml` is this output
+/// (`etcd-inspector crd > deploy/crds.yaml`).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let cluster = serde_yaml::to_string(&EtcdCluster::crd())?;
+    let inspection = serde_yaml::to_string(&EtcdInspection::crd())?;
+    Ok(format!("---\n{cluster}---\n{inspection}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_crds_match_the_rust_types() {
+        let committed = include_str!("../../../deploy/crds.yaml");
+        assert!(
+            crds_yaml().unwrap() == committed,
+            "deploy/crds.yaml is stale: run `etcd-inspector crd > deploy/crds.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_crds_have_a_status_subresource_printer_columns_and_enums() {
+        let yaml = crds_yaml().unwrap();
+        assert_eq!(yaml.matches("status: {}").count(), 2, "{yaml}");
+        assert!(yaml.contains("jsonPath: .status.readyMembers"));
+        assert!(yaml.contains("- imported"));
+        // Fields meaningless for imported clusters are optional (D23).
+        let cluster: serde_yaml::Value = serde_yaml::from_str(yaml.split("---\n").nth(1).unwrap()).unwrap();
+        let required = &cluster["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"];
+        assert_eq!(required, &serde_yaml::Value::Sequence(vec!["clusterType".into()]));
+    }
+}
