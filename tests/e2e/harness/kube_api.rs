@@ -52,7 +52,6 @@ struct Shared {
 pub struct KubeApi {
     pub url: String,
     task: tokio::task::AbortHandle,
-    shared: Shared,
 }
 
 /// Parsed request path.
@@ -71,11 +70,11 @@ impl KubeApi {
             data: Arc::default(),
             events,
         };
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let app = Router::new().fallback(handle).with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }).abort_handle();
-        KubeApi { url, task, shared }
+        KubeApi { url, task }
     }
 
     /// A kubeconfig pointing at this server.
@@ -93,16 +92,6 @@ impl KubeApi {
     pub async fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url.parse().unwrap());
         kube::Client::try_from(config).unwrap()
-    }
-
-    /// Every stored object of a resource type (for assertions).
-    pub fn objects(&self, resource: &str) -> Vec<Value> {
-        let data = self.shared.data.lock().unwrap();
-        data.objects
-            .iter()
-            .filter(|((r, _, _), _)| r == resource)
-            .map(|(_, v)| v.clone())
-            .collect()
     }
 }
 
