@@ -297,3 +297,58 @@ async fn exactly_one_replica_inspects_and_another_takes_over() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
+    let kube = KubeApi::start().await;
+    let client = kube.client().await;
+    let yaml = cluster_manifest(
+        "borrower",
+        &[
+            ("importedAddr", "https://127.0.0.1:1"),
+            ("certName", "kube-system/etcd-certs"),
+            ("featureGates", "healthy=true"),
+        ],
+    );
+    let cluster: EtcdCluster = serde_yaml::from_str(&yaml).unwrap();
+    let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), "default");
+    clusters.create(&PostParams::default(), &cluster).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _host = Host::kubernetes(
+        &bundled(),
+        &kube.kubeconfig(dir.path()),
+        &["--lease-duration", "2", "--resync-interval", "1"],
+    )
+    .await;
+    wait_until(
+        "a CredentialsUnavailable condition",
+        Duration::from_secs(20),
+        async || {
+            let status = clusters
+                .get("borrower")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            let ready = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .cloned()
+                .unwrap_or_default();
+            let expected = "Secret kube-system/etcd-certs is outside the cluster's namespace default; \
+                        start etcd-inspector with --allow-cross-namespace-secrets to allow it";
+            if ready.reason == "CredentialsUnavailable" && ready.message == expected {
+                Ok(())
+            } else {
+                Err(format!("{ready:?}"))
+            }
+        },
+    )
+    .await;
+    let inspection_api: Api<EtcdInspection> = Api::namespaced(client, "default");
+    assert!(
+        inspections(&inspection_api).await.is_empty(),
+        "no inspection for a cluster that cannot be reached"
+    );
+}

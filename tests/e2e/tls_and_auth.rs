@@ -37,6 +37,19 @@ async fn tls_clusters_are_verified_against_their_ca() {
         ),
         ("i1.yaml", inspection_manifest("secure", "healthy", 1)),
         ("i2.yaml", inspection_manifest("wrongca", "healthy", 1)),
+        // The same wrong CA, but the cluster explicitly opts out of verification.
+        (
+            "optout.yaml",
+            cluster_manifest(
+                "optout",
+                &[
+                    ("importedAddr", &url),
+                    ("certName", wrong_dir.to_str().unwrap()),
+                    ("etcd-inspector.io/insecure-skip-tls-verify", "true"),
+                ],
+            ),
+        ),
+        ("i3.yaml", inspection_manifest("optout", "healthy", 1)),
     ];
     let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
 
@@ -47,10 +60,11 @@ async fn tls_clusters_are_verified_against_their_ca() {
             let scrape = host.scrape().await;
             let secure = scrape.get(HEALTHY, &[("clusterName", "secure")]);
             let wrong = scrape.get(HEALTHY, &[("clusterName", "wrongca")]);
-            if secure == Some(1.0) && wrong == Some(0.0) {
+            let optout = scrape.get(HEALTHY, &[("clusterName", "optout")]);
+            if secure == Some(1.0) && wrong == Some(0.0) && optout == Some(1.0) {
                 Ok(())
             } else {
-                Err(format!("secure={secure:?} wrongca={wrong:?}"))
+                Err(format!("secure={secure:?} wrongca={wrong:?} optout={optout:?}"))
             }
         },
     )
@@ -62,6 +76,16 @@ async fn tls_clusters_are_verified_against_their_ca() {
         "the log must say the server certificate is not trusted:\n{log}"
     );
     assert!(!log.contains("PRIVATE KEY"), "key material must never be logged");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("optout") && l.contains("server certificates are not verified")),
+        "opting out is logged:\n{log}"
+    );
+    // The opted-out cluster talks gRPC too: MemberList found the member by name.
+    let status = host.json("/").await;
+    let clusters = status["clusters"].as_array().unwrap();
+    let optout = clusters.iter().find(|c| c["cluster"] == "default/optout").unwrap();
+    assert!(optout["members"][0].as_str().unwrap().starts_with("m0 "), "{optout}");
     assert_eq!(host.get("/health").await.unwrap(), "ok");
 }
 

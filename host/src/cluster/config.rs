@@ -17,6 +17,8 @@ pub mod annotations {
     pub const CERT_NAME: &str = "certName";
     pub const EXT_CLIENT_URL: &str = "extClientURL";
     pub const REQUEST: &str = "request";
+    /// `"true"`: do not verify the server certificates of this cluster (D13).
+    pub const INSECURE_SKIP_TLS_VERIFY: &str = "etcd-inspector.io/insecure-skip-tls-verify";
     /// Annotations under this prefix are passed to plugins as parameters.
     pub const PLUGIN_PARAM_PREFIX: &str = "etcd-inspector.io/";
 }
@@ -133,20 +135,38 @@ impl ClusterConfig {
         let seeds = parse_seeds(annotation(annotations::IMPORTED_ADDR)).map_err(|m| err(&seeds_field, m))?;
         let rewrites = parse_rewrites(annotation(annotations::EXT_CLIENT_URL).unwrap_or(""))
             .map_err(|m| err(&format!("metadata.annotations.{}", annotations::EXT_CLIENT_URL), m))?;
-        let credentials = match annotation(annotations::CERT_NAME) {
+        let mut credentials = match annotation(annotations::CERT_NAME) {
             None => Credentials::default(),
             Some(name) => {
                 credentials(name).map_err(|m| err(&format!("metadata.annotations.{}", annotations::CERT_NAME), m))?
             }
         };
-        if seeds.iter().any(|s| s.starts_with("https://")) && credentials.ca_pem.is_none() {
+        let mut notes_for_user = Vec::new();
+        match annotation(annotations::INSECURE_SKIP_TLS_VERIFY) {
+            None | Some("false") => {}
+            Some("true") => {
+                credentials.skip_server_verification = true;
+                notes_for_user.push(format!(
+                    "server certificates are not verified ({} is \"true\")",
+                    annotations::INSECURE_SKIP_TLS_VERIFY
+                ));
+            }
+            Some(other) => {
+                return Err(err(
+                    &format!("metadata.annotations.{}", annotations::INSECURE_SKIP_TLS_VERIFY),
+                    format!("{other:?}: expected \"true\" or \"false\""),
+                ))
+            }
+        }
+        let https = seeds.iter().any(|s| s.starts_with("https://"));
+        if https && credentials.ca_pem.is_none() && !credentials.skip_server_verification {
             return Err(err(
                 &format!("metadata.annotations.{}", annotations::CERT_NAME),
                 "https endpoints need a CA (ca.crt) to verify the server certificate".into(),
             ));
         }
 
-        let (gates, warnings) = parse_feature_gates(annotation(annotations::FEATURE_GATES).unwrap_or(""));
+        let (gates, mut warnings) = parse_feature_gates(annotation(annotations::FEATURE_GATES).unwrap_or(""));
         let mut enabled: BTreeMap<String, FeatureSettings> = BTreeMap::new();
         if features == FeatureSource::GatesAndInspections {
             for (name, _) in gates.iter().filter(|(_, on)| **on) {
@@ -166,6 +186,7 @@ impl ClusterConfig {
             enabled.insert(feature, FeatureSettings { interval });
         }
         let features = enabled;
+        warnings.extend(notes_for_user);
 
         // Plugins see the seed's annotations, ours, and any annotation named
         // after a feature (the seed's `request` is one: it sets its watch path).
@@ -336,6 +357,24 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cluster ns/c1: spec.storageBackend: unsupported value \"v2\", expected \"v3\""
+        );
+    }
+
+    #[test]
+    fn verification_is_on_unless_the_cluster_opts_out_explicitly() {
+        let opt_out = "etcd-inspector.io/insecure-skip-tls-verify";
+        let err = config(&[("importedAddr", "https://a:1"), (opt_out, "yes")]).unwrap_err();
+        assert_eq!(err.field, format!("metadata.annotations.{opt_out}"));
+        assert!(
+            config(&[("importedAddr", "https://a:1")]).is_err(),
+            "https without a CA and without opting out"
+        );
+        let c = config(&[("importedAddr", "https://a:1"), (opt_out, "true")]).unwrap();
+        assert!(c.credentials.skip_server_verification);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("not verified")),
+            "{:?}",
+            c.warnings
         );
     }
 

@@ -106,8 +106,11 @@ impl Supervisor {
             }
         }
         for config in desired {
-            for warning in &config.warnings {
-                tracing::warn!(cluster = %config.key, "{warning}");
+            // Warnings are logged when a configuration is new or changed, not on every rescan.
+            if clusters.get(&config.key).is_none_or(|e| e.config != config) {
+                for warning in &config.warnings {
+                    tracing::warn!(cluster = %config.key, "{warning}");
+                }
             }
             let reuse = clusters
                 .get(&config.key)

@@ -147,7 +147,7 @@ impl ClusterConnection {
         settings: ConnectionSettings,
     ) -> Result<Self, TlsError> {
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls::http_tls_config(&creds)?)
+            .use_preconfigured_tls(tls::rustls_config(&creds)?)
             .timeout(settings.call_timeout)
             .connect_timeout(settings.call_timeout)
             .pool_max_idle_per_host(1)
@@ -493,26 +493,66 @@ impl ClusterConnection {
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(10), timeout);
-        if endpoint.starts_with("https://") {
-            options = options.with_tls(tls::grpc_tls_options(&self.creds));
-        }
         if let Some((user, password)) = &self.creds.user {
             options = options.with_user(user.clone(), password.clone());
         }
-        let client = self
-            .bounded(Client::connect([endpoint], Some(options)))
-            .await
-            .map_err(|e| match e {
-                CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
-                CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
-                other => other,
-            })?;
+        let connect = async {
+            if !endpoint.starts_with("https://") {
+                Client::connect([endpoint], Some(options)).await
+            } else if self.creds.skip_server_verification {
+                let channel = unverified_channel(endpoint, &self.creds, timeout)?;
+                Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await
+            } else {
+                Client::connect([endpoint], Some(options.with_tls(tls::grpc_tls_options(&self.creds)))).await
+            }
+        };
+        let client = self.bounded(connect).await.map_err(|e| match e {
+            CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
+            CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
+            other => other,
+        })?;
         self.clients
             .lock()
             .unwrap()
             .insert(endpoint.to_string(), client.clone());
         Ok(client)
     }
+}
+
+/// A gRPC channel to an https endpoint whose server certificate is not
+/// verified (the cluster's explicit opt-out): tonic's own TLS always
+/// verifies, so TLS is done here with rustls and handed to tonic as a plain
+/// connection.
+fn unverified_channel(
+    endpoint: &str,
+    creds: &Credentials,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, etcd_client::Error> {
+    let mut config = tls::rustls_config(creds).map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connect = tower::service_fn(move |uri: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(2379);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let plain = endpoint.replacen("https://", "http://", 1);
+    Ok(tonic::transport::Endpoint::from_shared(plain)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_with_connector_lazy(connect))
 }
 
 /// An open watch stream.

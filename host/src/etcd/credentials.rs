@@ -20,6 +20,8 @@ pub struct Credentials {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// etcd user and password.
     pub user: Option<(String, String)>,
+    /// The cluster opted out of server certificate verification (D13).
+    pub skip_server_verification: bool,
 }
 
 #[derive(Debug, Error)]
@@ -50,6 +52,7 @@ impl fmt::Debug for Credentials {
             .field("ca", &self.ca_pem.is_some())
             .field("client_certificate", &self.identity.is_some())
             .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("skip_server_verification", &self.skip_server_verification)
             .finish()
     }
 }
@@ -143,6 +146,7 @@ impl Credentials {
             ca_pem: ca.map(|(_, b)| b),
             identity,
             user,
+            skip_server_verification: false,
         })
     }
 }

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use thiserror::Error;
 
 use super::Credentials;
@@ -18,25 +21,32 @@ pub enum TlsError {
     Config(String),
 }
 
-/// rustls configuration for the HTTP `/health` probe. Server certificates
-/// are always verified against the cluster's CA; without a CA no https
-/// endpoint is trusted.
-pub fn http_tls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsError> {
+/// rustls configuration for the HTTP `/health` probe, and for gRPC when the
+/// cluster opted out of verification. Server certificates are verified
+/// against the cluster's CA (without one no https endpoint is trusted)
+/// unless `skip_server_verification`.
+pub fn rustls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &creds.ca_pem {
-        for cert in CertificateDer::pem_slice_iter(ca) {
-            let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
-            roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(TlsError::Ca("no certificate found".into()));
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if creds.skip_server_verification {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &creds.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
+                roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Ca("no certificate found".into()));
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
     match &creds.identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
@@ -51,7 +61,7 @@ pub fn http_tls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsE
     }
 }
 
-/// tonic TLS options for the gRPC connections.
+/// tonic TLS options for the verified gRPC connections.
 pub fn grpc_tls_options(creds: &Credentials) -> etcd_client::TlsOptions {
     let mut tls = etcd_client::TlsOptions::new();
     if let Some(ca) = &creds.ca_pem {
@@ -61,4 +71,44 @@ pub fn grpc_tls_options(creds: &Credentials) -> etcd_client::TlsOptions {
         tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
     }
     tls
+}
+
+/// Accepts any server certificate, but still checks the handshake
+/// signatures: used only for clusters that opted out explicitly.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
