@@ -61,7 +61,13 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..5500 {
         let t = Instant::now();
         let out = runtime
-            .inspect(&loaded, connection.clone(), snapshot.clone(), None)
+            .inspect(
+                &loaded,
+                connection.clone(),
+                snapshot.clone(),
+                None,
+                &CallLimits::default(),
+            )
             .await?;
         metrics.commit("noop", "c", &out.samples, CommitMode::Replace)?;
         if i >= 500 {

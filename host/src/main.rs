@@ -12,7 +12,8 @@ use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
 use etcd_inspector::etcd::ConnectionSettings;
 use etcd_inspector::http::{router, AppState};
 use etcd_inspector::metrics::Metrics;
-use etcd_inspector::runtime::{CallLimits, PluginRegistry, Runtime};
+use etcd_inspector::runtime::settings::SettingsFile;
+use etcd_inspector::runtime::{watch_plugin_dir, CallLimits, PluginRegistry, Runtime};
 
 #[derive(Parser)]
 #[command(
@@ -90,9 +91,18 @@ struct StandaloneArgs {
 
 #[derive(clap::Args)]
 struct CommonArgs {
-    /// Directory of plugin components (*.wasm).
+    /// Directory of plugin components (*.wasm), watched for changes.
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
+    /// Per-plugin settings (YAML): timeout, memory, sha256 pin, failure policy.
+    #[arg(long)]
+    plugin_config: Option<PathBuf>,
+    /// Directory for precompiled plugins (kept across restarts; written only by etcd-inspector).
+    #[arg(long)]
+    plugin_cache_dir: Option<PathBuf>,
+    /// Seconds between full rescans of the plugin directory (changes are also watched).
+    #[arg(long, default_value_t = 30.0)]
+    plugin_rescan_interval: f64,
     /// Address for /metrics, /health, /plugins and the status page.
     #[arg(long, default_value = "0.0.0.0:9090")]
     listen: SocketAddr,
@@ -160,8 +170,20 @@ impl Host {
             timeout: seconds("plugin-timeout", common.plugin_timeout)?,
             memory_bytes: common.plugin_memory_mib.max(1) << 20,
         };
-        let runtime = Arc::new(Runtime::new(limits)?);
-        let plugins = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
+        let mut runtime = Runtime::new(limits)?;
+        if let Some(dir) = &common.plugin_cache_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("--plugin-cache-dir {}", dir.display()))?;
+            runtime = runtime.with_cache_dir(dir.clone());
+        }
+        let settings = match &common.plugin_config {
+            Some(path) => SettingsFile::read(path).map_err(|e| anyhow::anyhow!("--plugin-config {e}"))?,
+            None => SettingsFile::default(),
+        };
+        let plugins = Arc::new(PluginRegistry::with_settings(
+            Arc::new(runtime),
+            metrics.clone(),
+            settings,
+        ));
         match &common.plugin_dir {
             Some(dir) => {
                 let loaded = plugins
@@ -169,6 +191,8 @@ impl Host {
                     .await
                     .with_context(|| format!("--plugin-dir {}", dir.display()))?;
                 tracing::info!(loaded, dir = %dir.display(), "plugins loaded");
+                let rescan = seconds("plugin-rescan-interval", common.plugin_rescan_interval)?;
+                tokio::spawn(watch_plugin_dir(plugins.clone(), dir.clone(), rescan));
             }
             None => anyhow::ensure!(!needs_plugins, "--plugin-dir is required to run inspections"),
         }

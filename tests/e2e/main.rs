@@ -11,5 +11,6 @@ mod etcd_access;
 mod healthy;
 mod hostile_plugins;
 mod kubernetes;
+mod plugin_lifecycle;
 mod request;
 mod tls_and_auth;

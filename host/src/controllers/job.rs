@@ -16,6 +16,7 @@ use super::RunRecord;
 use crate::cluster::ClusterKey;
 use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent, WatchUpdate};
 use crate::metrics::{CommitMode, Metrics};
+use crate::runtime::settings::OnFailure;
 use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry, Snapshot};
 
 /// Interval of a feature whose plugin is not loaded (yet).
@@ -42,6 +43,64 @@ pub(super) struct Job {
     pub runs: Arc<Mutex<BTreeMap<String, RunRecord>>>,
     /// The plugin's `state` for this cluster; lives as long as the schedule.
     pub state: Mutex<Option<Vec<u8>>>,
+    pub breaker: Mutex<Breaker>,
+}
+
+/// Backs a plugin version off after repeated traps, timeouts or OOMs: each
+/// call costs a fresh instance and up to a timeout, so a broken plugin is
+/// retried at a growing interval instead of at every tick.
+#[derive(Default)]
+pub(super) struct Breaker {
+    /// The plugin version the count is for (a new version starts afresh).
+    version: String,
+    consecutive: u32,
+    open_until: Option<TokioInstant>,
+}
+
+/// Longest pause between two tries of a trapping plugin.
+const MAX_PAUSE: Duration = Duration::from_secs(600);
+
+impl Breaker {
+    fn open_until(&mut self, plugin: &LoadedPlugin) -> Option<TokioInstant> {
+        if self.version != plugin.sha256 {
+            *self = Breaker {
+                version: plugin.sha256.clone(),
+                ..Default::default()
+            };
+        }
+        self.open_until.filter(|t| *t > TokioInstant::now())
+    }
+
+    /// Counts an outcome; returns the pause when the breaker opens.
+    fn record(
+        &mut self,
+        plugin: &LoadedPlugin,
+        outcome: Outcome,
+        threshold: u32,
+        interval: Duration,
+    ) -> Option<Duration> {
+        if self.version != plugin.sha256 {
+            *self = Breaker {
+                version: plugin.sha256.clone(),
+                ..Default::default()
+            };
+        }
+        match outcome {
+            Outcome::Trap | Outcome::Oom | Outcome::Timeout => self.consecutive += 1,
+            _ => {
+                self.consecutive = 0;
+                self.open_until = None;
+                return None;
+            }
+        }
+        if threshold == 0 || self.consecutive < threshold {
+            return None;
+        }
+        let doublings = (self.consecutive - threshold).min(16);
+        let pause = interval.saturating_mul(1 << doublings).min(MAX_PAUSE);
+        self.open_until = Some(TokioInstant::now() + pause);
+        Some(pause)
+    }
 }
 
 enum Work {
@@ -252,6 +311,16 @@ impl Job {
 
     /// One call of the plugin, its commit and its accounting. True on success.
     async fn invoke(&self, plugin: &LoadedPlugin, work: Work) -> bool {
+        let settings = self.plugins.settings(&self.feature);
+        if let Some(until) = self.breaker.lock().unwrap().open_until(plugin) {
+            let left = until.saturating_duration_since(TokioInstant::now());
+            self.record_failure(
+                "circuit_open",
+                format!("calls paused after repeated traps; next try in {left:?}"),
+                Duration::ZERO,
+            );
+            return false;
+        }
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
@@ -268,15 +337,18 @@ impl Job {
             params,
         };
         let runtime = self.plugins.runtime();
+        let limits = settings.limits(runtime.limits());
         let state = self.state.lock().unwrap().clone();
         let connection = self.connection.clone();
         let (result, mode) = match work {
             Work::Inspect | Work::Census { .. } => (
-                runtime.inspect(plugin, connection, snapshot, state).await,
+                runtime.inspect(plugin, connection, snapshot, state, &limits).await,
                 CommitMode::Replace,
             ),
             Work::Events(events) => (
-                runtime.on_events(plugin, connection, snapshot, state, events).await,
+                runtime
+                    .on_events(plugin, connection, snapshot, state, events, &limits)
+                    .await,
                 CommitMode::Add,
             ),
         };
@@ -298,11 +370,23 @@ impl Job {
         };
         self.metrics
             .invocation(&self.feature, outcome.as_str(), elapsed.as_secs_f64());
+        let interval = self.interval(plugin);
+        if let Some(pause) =
+            self.breaker
+                .lock()
+                .unwrap()
+                .record(plugin, outcome, settings.max_consecutive_traps(), interval)
+        {
+            tracing::warn!(cluster = %self.cluster, feature = %self.feature, ?pause, "repeated traps: calls paused");
+        }
         if outcome == Outcome::Ok {
             tracing::debug!(cluster = %self.cluster, feature = %self.feature, ?elapsed, "inspection done: {message}");
             self.record(outcome.as_str(), message, elapsed);
             true
         } else {
+            if settings.on_failure == OnFailure::Drop {
+                self.metrics.drop_series(&self.feature, &self.cluster.name);
+            }
             self.record_failure(outcome.as_str(), message, elapsed);
             false
         }

@@ -224,6 +224,7 @@ impl Supervisor {
                 permits: self.permits.clone(),
                 runs: entry.runs.clone(),
                 state: Mutex::new(None),
+                breaker: Mutex::default(),
             };
             let abort = tokio::spawn(job.run()).abort_handle();
             entry.tasks.insert(

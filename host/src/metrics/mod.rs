@@ -94,6 +94,8 @@ pub struct Metrics {
     invocations: IntCounterVec,
     invocation_seconds: HistogramVec,
     load_errors: IntCounterVec,
+    loaded: GaugeVec,
+    reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -131,8 +133,23 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let loaded = GaugeVec::new(
+            Opts::new("etcd_inspector_plugin_loaded", "1 for each plugin version serving"),
+            &["plugin", "version"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "etcd_inspector_plugin_reloads_total",
+                "Times a plugin was replaced by a new version",
+            ),
+            &["plugin"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
+            Box::new(loaded.clone()),
+            Box::new(reloads.clone()),
             Box::new(invocations.clone()),
             Box::new(invocation_seconds.clone()),
             Box::new(load_errors.clone()),
@@ -147,6 +164,8 @@ impl Metrics {
             invocations,
             invocation_seconds,
             load_errors,
+            loaded,
+            reloads,
         }
     }
 
@@ -280,6 +299,13 @@ impl Metrics {
     /// Deletes every series `plugin` holds for `cluster` (feature disabled,
     /// cluster removed), including its failed-inspection counter.
     pub fn forget(&self, plugin: &str, cluster: &str) {
+        self.drop_series(plugin, cluster);
+        let _ = self.failed.remove_label_values(&[cluster, plugin]);
+    }
+
+    /// Deletes the series `plugin` holds for `cluster`, keeping the
+    /// failed-inspection counter (a failing plugin set to `onFailure: drop`).
+    pub fn drop_series(&self, plugin: &str, cluster: &str) {
         let mut state = self.state.lock().unwrap();
         if let Some(series) = state.series.remove(&(plugin.to_string(), cluster.to_string())) {
             for (metric, values) in series {
@@ -288,7 +314,20 @@ impl Metrics {
                 }
             }
         }
-        let _ = self.failed.remove_label_values(&[cluster, plugin]);
+    }
+
+    /// Marks a plugin version as serving (or no longer).
+    pub fn plugin_loaded(&self, plugin: &str, version: &str, serving: bool) {
+        if serving {
+            self.loaded.with_label_values(&[plugin, version]).set(1.0);
+        } else {
+            let _ = self.loaded.remove_label_values(&[plugin, version]);
+        }
+    }
+
+    /// Counts a plugin replaced by a new version.
+    pub fn plugin_reloaded(&self, plugin: &str) {
+        self.reloads.with_label_values(&[plugin]).inc();
     }
 
     /// Removes a plugin's families altogether (plugin unloaded).

@@ -6,6 +6,8 @@ mod engine;
 mod host;
 mod plugin;
 mod registry;
+pub mod settings;
+mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use host::HostState;
 
 pub use plugin::{sha256_hex, LoadError, LoadedPlugin, PluginInfo, WIT_LINE, WIT_PACKAGE};
 pub use registry::{PluginRegistry, PluginState, PluginStatus};
+pub use watch::watch_plugin_dir;
 
 /// Bytes of a guest's stderr kept per call (panic messages land there).
 const STDERR_BYTES: usize = 16 * 1024;
@@ -118,6 +121,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: CallLimits,
+    /// Precompiled artefacts, keyed by the wasm's sha256 and the engine.
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Runtime {
@@ -126,9 +131,21 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         WatchPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker, limits })
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            cache_dir: None,
+        })
     }
 
+    /// Keeps precompiled artefacts in `dir` (only ever written by us).
+    pub fn with_cache_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.cache_dir = Some(dir);
+        self
+    }
+
+    /// The host's default call limits.
     pub fn limits(&self) -> &CallLimits {
         &self.limits
     }
@@ -138,12 +155,7 @@ impl Runtime {
     pub async fn load(&self, bytes: Vec<u8>) -> Result<LoadedPlugin, LoadError> {
         plugin::check_bytes(&bytes)?;
         let sha256 = sha256_hex(&bytes);
-        let engine = self.engine.clone();
-        // Compilation is CPU-bound (cranelift): keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Compile(e.to_string()))?
-            .map_err(|e| LoadError::Compile(wasm_error_chain(&e)))?;
+        let component = self.compile(bytes, &sha256).await?;
         let wit_version = plugin::check_wit_version(&self.engine, &component)?;
         let pre = self
             .linker
@@ -180,6 +192,48 @@ impl Runtime {
         })
     }
 
+    /// The component for `bytes`: from the precompile cache when it has a
+    /// usable entry, compiled (and cached) otherwise. An entry that does not
+    /// deserialize — corrupt, truncated, or from another engine — is a miss.
+    async fn compile(&self, bytes: Vec<u8>, sha256: &str) -> Result<Component, LoadError> {
+        use std::hash::{Hash, Hasher};
+        let cached = self.cache_dir.as_ref().map(|dir| {
+            let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+            dir.join(format!("{sha256}-{:016x}.cwasm", engine_hash.finish()))
+        });
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the cache directory is written only by this process
+            // (below), never from plugin sources; deserialize validates the
+            // header and engine compatibility and fails cleanly otherwise.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "precompile cache entry unusable ({}); recompiling", wasm_error_chain(&e));
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let engine = self.engine.clone();
+        // Compilation is CPU-bound (cranelift): keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))?
+            .map_err(|e| LoadError::Compile(wasm_error_chain(&e)))?;
+        if let Some(path) = cached {
+            let write = component.serialize().map_err(|e| e.to_string()).and_then(|artefact| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, artefact)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = write {
+                tracing::warn!(path = %path.display(), "cannot write the precompile cache: {e}");
+            }
+        }
+        Ok(component)
+    }
+
     /// One inspection round of `plugin` against a cluster; `state` is what
     /// the plugin stored in its last successful call on this cluster.
     pub async fn inspect(
@@ -188,8 +242,10 @@ impl Runtime {
         connection: Arc<ClusterConnection>,
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
+        limits: &CallLimits,
     ) -> Result<Inspection, CallFailure> {
-        self.samples_call(plugin, connection, snapshot, state, None).await
+        self.samples_call(plugin, connection, snapshot, state, None, limits)
+            .await
     }
 
     /// Delivers a batch of watch events to a plugin that exports `watcher`.
@@ -200,8 +256,9 @@ impl Runtime {
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
         events: Vec<WatchEvent>,
+        limits: &CallLimits,
     ) -> Result<Inspection, CallFailure> {
-        self.samples_call(plugin, connection, snapshot, state, Some(events))
+        self.samples_call(plugin, connection, snapshot, state, Some(events), limits)
             .await
     }
 
@@ -212,6 +269,7 @@ impl Runtime {
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
         events: Option<Vec<WatchEvent>>,
+        limits: &CallLimits,
     ) -> Result<Inspection, CallFailure> {
         let cluster = Some((snapshot.name.clone(), connection));
         let wit_snapshot = types::ClusterSnapshot {
@@ -230,7 +288,7 @@ impl Runtime {
             watcher: plugin.watcher.as_ref(),
         };
         let (reply, state) = self
-            .call(entry, &plugin.info.name, cluster, state, call, &self.limits)
+            .call(entry, &plugin.info.name, cluster, state, call, limits)
             .await?;
         match reply {
             Reply::Samples(Ok(samples)) => Ok(Inspection {

@@ -1,21 +1,33 @@
 //! The set of active plugins, by feature name, and what happened to every
-//! file offered to it. A file that fails to load never replaces a working
-//! plugin of the same name.
+//! file offered to it. A directory is reconciled as a whole: new and changed
+//! files are loaded (read through their top-level names, so kubelet's
+//! `..data` link swap is seen), files that disappeared are unloaded with
+//! their series, and a file that fails to load never replaces the version
+//! that is serving.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{LoadError, LoadedPlugin, Runtime};
+use super::settings::{PluginSettings, SettingsFile};
+use super::{LoadedPlugin, Runtime};
 use crate::metrics::Metrics;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum PluginState {
+    /// Seen, not loaded yet.
+    Pending,
     Active,
-    Failed { reason: String },
+    /// The last version offered was rejected; what `sha256` names (if
+    /// anything) still serves.
+    Failed {
+        reason: String,
+        rejected_sha256: String,
+    },
 }
 
 /// What `/plugins` and the status page show for one file.
@@ -25,25 +37,43 @@ pub struct PluginStatus {
     pub name: Option<String>,
     pub version: Option<String>,
     pub wit_version: Option<String>,
+    /// The version serving from this file.
     pub sha256: Option<String>,
     #[serde(flatten)]
     pub state: PluginState,
+    /// When the serving version was loaded (Unix ms).
+    pub loaded_unix_ms: Option<u128>,
+}
+
+struct FileState {
+    status: PluginStatus,
+    /// Digest (and pin) last tried, so an unchanged file is not reloaded.
+    tried: String,
 }
 
 pub struct PluginRegistry {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
+    settings: RwLock<SettingsFile>,
     active: RwLock<HashMap<String, (PathBuf, Arc<LoadedPlugin>)>>,
-    files: Mutex<BTreeMap<PathBuf, PluginStatus>>,
+    files: Mutex<BTreeMap<PathBuf, FileState>>,
+    /// Serialises reconciliations (watch events and rescans may overlap).
+    sync: tokio::sync::Mutex<()>,
 }
 
 impl PluginRegistry {
     pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Self {
+        Self::with_settings(runtime, metrics, SettingsFile::default())
+    }
+
+    pub fn with_settings(runtime: Arc<Runtime>, metrics: Arc<Metrics>, settings: SettingsFile) -> Self {
         PluginRegistry {
             runtime,
             metrics,
+            settings: RwLock::new(settings),
             active: RwLock::default(),
             files: Mutex::default(),
+            sync: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -51,76 +81,122 @@ impl PluginRegistry {
         &self.runtime
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The current version of the plugin serving `feature`.
     pub fn get(&self, feature: &str) -> Option<Arc<LoadedPlugin>> {
         self.active.read().unwrap().get(feature).map(|(_, p)| p.clone())
     }
 
-    pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.files.lock().unwrap().values().cloned().collect()
+    /// Settings of a plugin (defaults where the settings file says nothing).
+    pub fn settings(&self, feature: &str) -> PluginSettings {
+        self.settings.read().unwrap().for_plugin(feature)
     }
 
-    /// Loads every `*.wasm` in `dir` (dotfiles skipped). Returns how many
-    /// are active afterwards.
+    /// Replaces the per-plugin settings; pins take effect at the next sync.
+    pub fn set_settings(&self, settings: SettingsFile) {
+        *self.settings.write().unwrap() = settings;
+    }
+
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.files.lock().unwrap().values().map(|f| f.status.clone()).collect()
+    }
+
+    /// Same as [`Self::sync_dir`]; kept for the first load at start-up.
     pub async fn load_dir(&self, dir: &Path) -> std::io::Result<usize> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        self.sync_dir(dir).await
+    }
+
+    /// Reconciles the active set with the `*.wasm` files of `dir` (dotfiles
+    /// and directories skipped, links followed). Returns how many plugins
+    /// are active afterwards.
+    pub async fn sync_dir(&self, dir: &Path) -> std::io::Result<usize> {
+        let _one_at_a_time = self.sync.lock().await;
+        let mut present: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
                 !name.starts_with('.') && name.ends_with(".wasm") && p.is_file()
             })
             .collect();
-        files.sort();
-        for file in files {
+        present.sort();
+        let gone: Vec<PathBuf> = {
+            let files = self.files.lock().unwrap();
+            files
+                .keys()
+                .filter(|f| f.starts_with(dir) && !present.contains(f))
+                .cloned()
+                .collect()
+        };
+        for file in gone {
+            self.unload(&file);
+        }
+        for file in present {
             self.load_file(&file).await;
         }
         Ok(self.active.read().unwrap().len())
     }
 
-    /// Loads one file and publishes it if it is valid.
+    /// Loads one file, if it changed since it was last tried, and publishes
+    /// it if it is valid.
     pub async fn load_file(&self, file: &Path) {
-        let shown = file.display().to_string();
-        let result = match std::fs::read(file) {
-            Ok(bytes) => self.runtime.load(bytes).await.map_err(|e| (e.reason(), e.to_string())),
-            Err(e) => Err(("io", format!("cannot read: {e}"))),
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.reject(file, "io", format!("cannot read: {e}"), String::new()),
         };
-        let result = result.and_then(|plugin| self.publish(file, plugin));
-        let status = match result {
-            Ok(plugin) => {
-                tracing::info!(
-                    file = %shown,
-                    plugin = %plugin.info.name,
-                    version = %plugin.info.version,
-                    wit = %plugin.wit_version,
-                    sha256 = %plugin.sha256,
-                    "plugin loaded"
-                );
-                PluginStatus {
-                    file: shown.clone(),
-                    name: Some(plugin.info.name.clone()),
-                    version: Some(plugin.info.version.clone()),
-                    wit_version: Some(plugin.wit_version.clone()),
-                    sha256: Some(plugin.sha256.clone()),
-                    state: PluginState::Active,
-                }
-            }
-            Err((reason, message)) => {
-                tracing::error!(file = %shown, reason, "plugin rejected: {message}");
-                self.metrics.load_error(reason);
-                PluginStatus {
-                    file: shown.clone(),
-                    name: None,
-                    version: None,
-                    wit_version: None,
-                    sha256: None,
-                    state: PluginState::Failed { reason: message },
-                }
-            }
-        };
-        self.files.lock().unwrap().insert(file.to_path_buf(), status);
+        let sha256 = super::sha256_hex(&bytes);
+        let pin = self.pin_for_file(file);
+        let tried = format!("{sha256}/{}", pin.as_deref().unwrap_or(""));
+        if self.files.lock().unwrap().get(file).is_some_and(|f| f.tried == tried) {
+            return;
+        }
+        if let Some(expected) = pin.filter(|p| !p.eq_ignore_ascii_case(&sha256)) {
+            let message = format!("sha256 {sha256} does not match the pinned {expected}");
+            return self.reject(file, "sha256_mismatch", message, tried);
+        }
+        self.mark_pending(file);
+        match self.runtime.load(bytes).await {
+            Ok(plugin) => match self.publish(file, plugin) {
+                Ok(()) => self.files.lock().unwrap().get_mut(file).expect("marked pending").tried = tried,
+                Err((reason, message)) => self.reject(file, reason, message, tried),
+            },
+            Err(e) => self.reject(file, e.reason(), e.to_string(), tried),
+        }
     }
 
-    fn publish(&self, file: &Path, plugin: LoadedPlugin) -> Result<Arc<LoadedPlugin>, (&'static str, String)> {
+    /// The pin of the plugin this file served last (a file's name need not
+    /// be its plugin's).
+    fn pin_for_file(&self, file: &Path) -> Option<String> {
+        let files = self.files.lock().unwrap();
+        let name = files
+            .get(file)
+            .and_then(|f| f.status.name.clone())
+            .or_else(|| file.file_stem().and_then(|s| s.to_str()).map(str::to_string))?;
+        self.settings(&name).sha256
+    }
+
+    fn mark_pending(&self, file: &Path) {
+        let mut files = self.files.lock().unwrap();
+        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState {
+            status: PluginStatus {
+                file: file.display().to_string(),
+                name: None,
+                version: None,
+                wit_version: None,
+                sha256: None,
+                state: PluginState::Pending,
+                loaded_unix_ms: None,
+            },
+            tried: String::new(),
+        });
+        if entry.status.sha256.is_none() {
+            entry.status.state = PluginState::Pending;
+        }
+    }
+
+    fn publish(&self, file: &Path, plugin: LoadedPlugin) -> Result<(), (&'static str, String)> {
         let mut active = self.active.write().unwrap();
         if let Some((other, _)) = active.get(&plugin.info.name).filter(|(f, _)| f != file) {
             return Err((
@@ -134,14 +210,108 @@ impl PluginRegistry {
         }
         self.metrics
             .register_plugin(&plugin.info.name, &plugin.info.metrics)
-            .map_err(|e| {
-                (
-                    LoadError::Invalid(String::new()).reason(),
-                    format!("invalid description: {e}"),
-                )
-            })?;
+            .map_err(|e| ("invalid_description", format!("invalid description: {e}")))?;
+        // The file may now serve a plugin of another name: retire the old one.
+        let previous: Vec<String> = active
+            .iter()
+            .filter(|(n, (f, _))| f == file && **n != plugin.info.name)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in previous {
+            if let Some((_, old)) = active.remove(&name) {
+                self.retire(&old);
+            }
+        }
         let plugin = Arc::new(plugin);
-        active.insert(plugin.info.name.clone(), (file.to_path_buf(), plugin.clone()));
-        Ok(plugin)
+        let replaced = active.insert(plugin.info.name.clone(), (file.to_path_buf(), plugin.clone()));
+        if let Some((_, old)) = &replaced {
+            self.metrics.plugin_loaded(&old.info.name, &old.info.version, false);
+            self.metrics.plugin_reloaded(&plugin.info.name);
+        }
+        self.metrics
+            .plugin_loaded(&plugin.info.name, &plugin.info.version, true);
+        tracing::info!(
+            file = %file.display(),
+            plugin = %plugin.info.name,
+            version = %plugin.info.version,
+            wit = %plugin.wit_version,
+            sha256 = %plugin.sha256,
+            replaced = replaced.is_some(),
+            "plugin loaded"
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let mut files = self.files.lock().unwrap();
+        let entry = files.get_mut(file).expect("marked pending");
+        entry.status = PluginStatus {
+            file: file.display().to_string(),
+            name: Some(plugin.info.name.clone()),
+            version: Some(plugin.info.version.clone()),
+            wit_version: Some(plugin.wit_version.clone()),
+            sha256: Some(plugin.sha256.clone()),
+            state: PluginState::Active,
+            loaded_unix_ms: Some(now),
+        };
+        Ok(())
+    }
+
+    fn reject(&self, file: &Path, reason: &'static str, message: String, tried: String) {
+        let serving = self
+            .files
+            .lock()
+            .unwrap()
+            .get(file)
+            .and_then(|f| f.status.sha256.clone());
+        match &serving {
+            Some(sha) => {
+                tracing::error!(file = %file.display(), reason, "plugin rejected, version {sha} keeps serving: {message}")
+            }
+            None => tracing::error!(file = %file.display(), reason, "plugin rejected: {message}"),
+        }
+        self.metrics.load_error(reason);
+        let rejected = tried.split('/').next().unwrap_or_default().to_string();
+        let mut files = self.files.lock().unwrap();
+        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState {
+            status: PluginStatus {
+                file: file.display().to_string(),
+                name: None,
+                version: None,
+                wit_version: None,
+                sha256: None,
+                state: PluginState::Pending,
+                loaded_unix_ms: None,
+            },
+            tried: String::new(),
+        });
+        entry.status.state = PluginState::Failed {
+            reason: message,
+            rejected_sha256: rejected,
+        };
+        entry.tried = tried;
+    }
+
+    /// A file disappeared: its plugin stops serving and its series go.
+    fn unload(&self, file: &Path) {
+        self.files.lock().unwrap().remove(file);
+        let mut active = self.active.write().unwrap();
+        let names: Vec<String> = active
+            .iter()
+            .filter(|(_, (f, _))| f == file)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            if let Some((_, plugin)) = active.remove(&name) {
+                tracing::info!(file = %file.display(), plugin = %name, "plugin removed");
+                self.retire(&plugin);
+            }
+        }
+    }
+
+    fn retire(&self, plugin: &LoadedPlugin) {
+        self.metrics
+            .plugin_loaded(&plugin.info.name, &plugin.info.version, false);
+        self.metrics.unregister_plugin(&plugin.info.name);
     }
 }

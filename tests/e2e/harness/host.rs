@@ -49,10 +49,15 @@ impl Host {
         }
         let port = free_port();
         let log_path = dir.path().join("host.log");
+        // A caller that brings its own plugin directory passes --plugin-dir itself.
+        let own_dir: Vec<OsString> = if args.iter().any(|a| a == "--plugin-dir") {
+            Vec::new()
+        } else {
+            vec!["--plugin-dir".into(), plugin_dir.into()]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
             .args(&args)
-            .arg("--plugin-dir")
-            .arg(&plugin_dir)
+            .args(&own_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env(
                 "RUST_LOG",

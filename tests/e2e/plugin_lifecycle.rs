@@ -1,0 +1,349 @@
+//! Plugins replaced while the host runs: kubelet-style `..data` swaps, bad
+//! versions, removal, contract versions, the precompile cache, pins and
+//! the circuit breaker.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
+
+/// A plugin directory laid out as kubelet lays out a ConfigMap volume:
+/// `name -> ..data/name`, `..data -> ..<version>/`, swapped atomically.
+struct ConfigMapDir {
+    root: PathBuf,
+    generation: usize,
+}
+
+impl ConfigMapDir {
+    fn new(root: &Path, files: &[(&str, Vec<u8>)]) -> Self {
+        std::fs::create_dir_all(root).unwrap();
+        let mut dir = ConfigMapDir {
+            root: root.to_path_buf(),
+            generation: 0,
+        };
+        dir.publish(files);
+        dir
+    }
+
+    /// Writes a new generation and swaps `..data` to it in one rename.
+    fn publish(&mut self, files: &[(&str, Vec<u8>)]) {
+        self.generation += 1;
+        let version = format!("..2026_11_26_{:04}", self.generation);
+        std::fs::create_dir(self.root.join(&version)).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(self.root.join(&version).join(name), bytes).unwrap();
+            let link = self.root.join(name);
+            if link.symlink_metadata().is_err() {
+                symlink(format!("..data/{name}"), &link).unwrap();
+            }
+        }
+        let tmp = self.root.join("..data_tmp");
+        symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.root.join("..data")).unwrap();
+        // Top-level links to files that are gone are removed, as kubelet does.
+        for entry in std::fs::read_dir(&self.root).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.starts_with('.') && !files.iter().any(|(f, _)| *f == name) {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+    }
+}
+
+/// The same component with a custom section appended: a new artefact
+/// (another sha256) that behaves the same.
+fn new_build(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"etcd-inspector-test";
+    let payload = tag.as_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "one-byte LEB128 sizes only");
+    let mut out = bytes.to_vec();
+    out.extend([0u8, size as u8, name.len() as u8]);
+    out.extend(name);
+    out.extend(payload);
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    etcd_inspector::runtime::sha256_hex(bytes)
+}
+
+async fn plugin_status(host: &Host, file_suffix: &str) -> Option<serde_json::Value> {
+    let all = host.json("/plugins").await;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["file"].as_str().unwrap().ends_with(file_suffix))
+        .cloned()
+}
+
+fn healthy_cluster(url: &str) -> [(&'static str, String); 2] {
+    [
+        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", url)])),
+        ("healthy.yaml", inspection_manifest("prod", "healthy", 1)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_swap_serves_the_new_version_within_2s_without_a_failed_inspection() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let original = std::fs::read(plugin_file("bundled", "healthy")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let plugins = work.path().join("plugins");
+    let mut volume = ConfigMapDir::new(&plugins, &[("healthy.wasm", original.clone())]);
+    let dir = plugins.to_str().unwrap().to_string();
+    let host = Host::start(
+        &[],
+        &healthy_cluster(&etcd.members[0].client_url),
+        &["--plugin-dir", &dir],
+    )
+    .await;
+    wait_until("healthy serving", Duration::from_secs(20), async || {
+        host.scrape()
+            .await
+            .get(HEALTHY, &[("clusterName", "prod")])
+            .ok_or("none".to_string())
+    })
+    .await;
+
+    // A new version arrives the way kubelet delivers a ConfigMap update.
+    let v2 = new_build(&original, "v2");
+    volume.publish(&[("healthy.wasm", v2.clone())]);
+    let swapped = Instant::now();
+    wait_until("the new version serves", Duration::from_secs(5), async || {
+        let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
+        if status["sha256"] == sha256(&v2) && status["state"] == "active" {
+            Ok(())
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await;
+    let took = swapped.elapsed();
+    assert!(took <= Duration::from_secs(2), "the new version took {took:?} to serve");
+    let before = host.scrape().await;
+    let ok = |s: &crate::harness::metrics::Scrape| {
+        s.get(
+            "etcd_inspector_plugin_invocations_total",
+            &[("plugin", "healthy"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until("inspections go on", Duration::from_secs(10), async || {
+        if ok(&host.scrape().await) >= ok(&before) + 2.0 {
+            Ok(())
+        } else {
+            Err("no new runs".into())
+        }
+    })
+    .await;
+    let scrape = host.scrape().await;
+    assert_eq!(
+        scrape.get("etcd_inspector_plugin_reloads_total", &[("plugin", "healthy")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.get("inspection_failed_num", &[]),
+        None,
+        "not one inspection failed"
+    );
+    let failed_calls: Vec<_> = scrape
+        .all("etcd_inspector_plugin_invocations_total", &[("plugin", "healthy")])
+        .into_iter()
+        .filter(|(labels, _)| labels["outcome"] != "ok")
+        .collect();
+    assert!(failed_calls.is_empty(), "{failed_calls:?}");
+
+    // A corrupt version: the previous one keeps serving, and the failure shows.
+    volume.publish(&[("healthy.wasm", b"\0asm\x0d\0\x01\0 truncated".to_vec())]);
+    let status = wait_until("the corrupt version is rejected", Duration::from_secs(5), async || {
+        let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
+        if status["state"] == "failed" {
+            Ok(status)
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await;
+    assert_eq!(status["sha256"], sha256(&v2), "the good version keeps serving");
+    assert!(
+        status["reason"].as_str().unwrap().starts_with("does not compile"),
+        "{status}"
+    );
+    let runs = ok(&host.scrape().await);
+    wait_until("healthy still runs", Duration::from_secs(10), async || {
+        let scrape = host.scrape().await;
+        let compile_errors = scrape.get("etcd_inspector_plugin_load_errors_total", &[("reason", "compile")]);
+        if ok(&scrape) >= runs + 2.0 && compile_errors == Some(1.0) {
+            Ok(())
+        } else {
+            Err(format!("{compile_errors:?}"))
+        }
+    })
+    .await;
+
+    // Removed: unloaded, and its series are deleted.
+    volume.publish(&[]);
+    wait_until("healthy removed with its series", Duration::from_secs(5), async || {
+        let scrape = host.scrape().await;
+        let series = scrape.all(HEALTHY, &[]).len() + scrape.all("etcd_inspector_plugin_loaded", &[]).len();
+        let status = plugin_status(&host, "/healthy.wasm").await;
+        if series == 0 && status.is_none() {
+            Ok(())
+        } else {
+            Err(format!("{series} series, {status:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_versions_are_checked_by_semver() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let manifests = [(
+        "cluster.yaml",
+        cluster_manifest(
+            "prod",
+            &[
+                ("importedAddr", &etcd.members[0].client_url),
+                ("featureGates", "patch=true"),
+            ],
+        ),
+    )];
+    let plugins = [
+        plugin_file("fixtures", "wit-next"),
+        plugin_file("fixtures", "wit-patch"),
+    ];
+    let host = Host::start(&plugins, &manifests, &[]).await;
+    let next = plugin_status(&host, "/wit-next.wasm").await.unwrap();
+    assert_eq!(next["state"], "failed");
+    assert_eq!(
+        next["reason"],
+        "built against etcd-inspector:plugin@0.2.0; this host serves etcd-inspector:plugin@0.1.x"
+    );
+    let patch = plugin_status(&host, "/wit-patch.wasm").await.unwrap();
+    assert_eq!(
+        (patch["state"].as_str(), patch["wit_version"].as_str()),
+        (Some("active"), Some("0.1.1"))
+    );
+    wait_until("the 0.1.1 plugin runs", Duration::from_secs(20), async || {
+        match host.scrape().await.get("patch_runs", &[("clusterName", "prod")]) {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_cache_entry_is_recompiled() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap().to_string();
+    let manifests = healthy_cluster(&etcd.members[0].client_url);
+    let plugins = [plugin_file("bundled", "healthy")];
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+    {
+        let _first = Host::start(&plugins, &manifests, &["--plugin-cache-dir", &cache_dir]).await;
+    }
+    let written = entries();
+    assert_eq!(written.len(), 1, "one precompiled entry: {written:?}");
+    let good = std::fs::read(&written[0]).unwrap();
+    std::fs::write(&written[0], b"not a precompiled component").unwrap();
+
+    let host = Host::start(&plugins, &manifests, &["--plugin-cache-dir", &cache_dir]).await;
+    let status = plugin_status(&host, "/healthy.wasm").await.unwrap();
+    assert_eq!(status["state"], "active", "{status}");
+    assert!(host.log().contains("precompile cache entry unusable"), "{}", host.log());
+    assert_eq!(
+        std::fs::read(&written[0]).unwrap().len(),
+        good.len(),
+        "the entry is written again"
+    );
+    wait_until("healthy serving", Duration::from_secs(20), async || {
+        host.scrape()
+            .await
+            .get(HEALTHY, &[("clusterName", "prod")])
+            .ok_or("none".to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("plugins.yaml");
+    let wrong_pin = "0".repeat(64);
+    std::fs::write(
+        &config,
+        format!("plugins:\n  healthy:\n    sha256: \"{wrong_pin}\"\n  spin:\n    timeoutSeconds: 0.3\n    maxConsecutiveTraps: 2\n"),
+    )
+    .unwrap();
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest(
+                "prod",
+                &[
+                    ("importedAddr", &etcd.members[0].client_url),
+                    ("featureGates", "healthy=true"),
+                ],
+            ),
+        ),
+        ("spin.yaml", inspection_manifest("prod", "spin", 1)),
+    ];
+    let plugins = [plugin_file("bundled", "healthy"), plugin_file("fixtures", "spin")];
+    let host = Host::start(&plugins, &manifests, &["--plugin-config", config.to_str().unwrap()]).await;
+    let healthy = plugin_status(&host, "/healthy.wasm").await.unwrap();
+    assert_eq!(healthy["state"], "failed");
+    assert!(
+        healthy["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("does not match the pinned {wrong_pin}")),
+        "{healthy}"
+    );
+
+    // Two timeouts (0.3 s each, not the default 20 s), then calls pause.
+    wait_until("the breaker opens", Duration::from_secs(20), async || {
+        let status = host.json("/").await;
+        let spin = status["clusters"][0]["features"]["spin"]["outcome"].clone();
+        if spin == "circuit_open" {
+            Ok(())
+        } else {
+            Err(format!("{spin}"))
+        }
+    })
+    .await;
+    let scrape = host.scrape().await;
+    let timeouts = scrape.get(
+        "etcd_inspector_plugin_invocations_total",
+        &[("plugin", "spin"), ("outcome", "timeout")],
+    );
+    assert!(
+        timeouts.is_some_and(|n| n >= 2.0),
+        "the breaker opens after two traps: {timeouts:?}"
+    );
+    let mean = scrape
+        .get(
+            "etcd_inspector_plugin_invocation_duration_seconds_sum",
+            &[("plugin", "spin")],
+        )
+        .unwrap()
+        / 2.0;
+    assert!((0.3..1.0).contains(&mean), "the per-plugin timeout applies: {mean}");
+    assert!(host.log().contains("repeated traps: calls paused"));
+}
