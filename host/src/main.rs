@@ -64,6 +64,13 @@ struct KubeArgs {
     /// Allow certName to name a Secret in another namespace than the cluster's.
     #[arg(long)]
     allow_cross_namespace_secrets: bool,
+    /// Load plugins from ConfigMaps matching this label selector (e.g.
+    /// etcd-inspector.io/plugin=true): their *.wasm binaryData is written into --plugin-dir.
+    #[arg(long)]
+    plugin_configmaps: Option<String>,
+    /// Namespace of the plugin ConfigMaps (default: --lease-lock-namespace).
+    #[arg(long)]
+    plugin_configmap_namespace: Option<String>,
     /// Seconds between observations of an unchanged cluster (and Secret re-reads).
     #[arg(long, default_value_t = 30.0)]
     resync_interval: f64,
@@ -296,6 +303,24 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
         allow_cross_namespace_secrets: args.allow_cross_namespace_secrets,
         resync: seconds("resync-interval", args.resync_interval)?,
     };
+    anyhow::ensure!(
+        args.plugin_configmaps.is_none() || args.common.plugin_dir.is_some(),
+        "--plugin-configmaps needs --plugin-dir: the directory its plugins are written to"
+    );
+    if let (Some(selector), Some(dir)) = (&args.plugin_configmaps, &args.common.plugin_dir) {
+        let namespace = args
+            .plugin_configmap_namespace
+            .clone()
+            .unwrap_or_else(|| args.lease_lock_namespace.clone());
+        let source = kubernetes::plugin_source::run(
+            client.clone(),
+            namespace,
+            selector.clone(),
+            dir.clone(),
+            host.plugins.clone(),
+        );
+        tokio::spawn(source);
+    }
     let supervisor = host.supervisor.clone();
     let connection = host.connection.clone();
     let work = kubernetes::run(client, settings, role, supervisor, connection, shutdown_signal());

@@ -352,3 +352,125 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
         "no inspection for a cluster that cannot be reached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events() {
+    use crate::plugin_lifecycle::{new_build, plugin_status, sha256};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::events::v1::Event;
+
+    let kube = KubeApi::start().await;
+    let client = kube.client().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kstone");
+    let original = std::fs::read(plugin_file("bundled", "healthy")).unwrap();
+    let map = |bytes: Vec<u8>| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("inspector-plugins".into()),
+            labels: Some([("etcd-inspector.io/plugin".to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        binary_data: Some([("healthy.wasm".to_string(), ByteString(bytes))].into()),
+        ..Default::default()
+    };
+    maps.create(&PostParams::default(), &map(original.clone()))
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let plugin_dir = work.path().join("plugins");
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    let flags = [
+        "--plugin-dir",
+        plugin_dir.to_str().unwrap(),
+        "--plugin-configmaps",
+        "etcd-inspector.io/plugin=true",
+        "--lease-duration",
+        "2",
+    ];
+    let host = Host::kubernetes(&[], &kube.kubeconfig(work.path()), &flags).await;
+    let serving = async |expected: &str| {
+        let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
+        if status["sha256"] == expected && status["state"] == "active" {
+            Ok(())
+        } else {
+            Err(format!("{status}"))
+        }
+    };
+    wait_until("the ConfigMap's plugin serves", Duration::from_secs(20), async || {
+        serving(&sha256(&original)).await
+    })
+    .await;
+
+    // A corrupt update: the old version keeps serving and an Event says why.
+    let replace = async |bytes: Vec<u8>| {
+        let current = maps.get("inspector-plugins").await.unwrap();
+        let next = ConfigMap {
+            metadata: current.metadata,
+            ..map(bytes)
+        };
+        maps.replace("inspector-plugins", &PostParams::default(), &next)
+            .await
+            .unwrap();
+    };
+    replace(b"not wasm at all".to_vec()).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "kstone");
+    wait_until(
+        "a PluginRejected event on the ConfigMap",
+        Duration::from_secs(20),
+        async || {
+            let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
+            let found = list
+                .items
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("PluginRejected"));
+            match found {
+                Some(e) => {
+                    let note = e.note.clone().unwrap_or_default();
+                    let regarding = e.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                    assert!(note.contains("healthy.wasm: not a WebAssembly file"), "{note}");
+                    assert!(
+                        note.contains(&format!("version {} keeps serving", sha256(&original))),
+                        "{note}"
+                    );
+                    assert_eq!(regarding, "inspector-plugins");
+                    Ok(())
+                }
+                None => Err(format!("{} events", list.items.len())),
+            }
+        },
+    )
+    .await;
+    let status = plugin_status(&host, "/healthy.wasm").await.unwrap();
+    assert_eq!(
+        status["sha256"],
+        sha256(&original),
+        "the old version keeps serving: {status}"
+    );
+
+    // A good new version is live within seconds of the update.
+    let v2 = new_build(&original, "v2");
+    replace(v2.clone()).await;
+    let updated = std::time::Instant::now();
+    wait_until("the new version serves", Duration::from_secs(10), async || {
+        serving(&sha256(&v2)).await
+    })
+    .await;
+    assert!(
+        updated.elapsed() <= Duration::from_secs(3),
+        "took {:?}",
+        updated.elapsed()
+    );
+
+    // Deleting the ConfigMap removes the plugin.
+    maps.delete("inspector-plugins", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the plugin is removed",
+        Duration::from_secs(10),
+        async || match plugin_status(&host, "/healthy.wasm").await {
+            None => Ok(()),
+            Some(s) => Err(format!("{s}")),
+        },
+    )
+    .await;
+}

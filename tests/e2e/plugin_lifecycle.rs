@@ -57,7 +57,7 @@ impl ConfigMapDir {
 
 /// The same component with a custom section appended: a new artefact
 /// (another sha256) that behaves the same.
-fn new_build(bytes: &[u8], tag: &str) -> Vec<u8> {
+pub fn new_build(bytes: &[u8], tag: &str) -> Vec<u8> {
     let name = b"etcd-inspector-test";
     let payload = tag.as_bytes();
     let size = 1 + name.len() + payload.len();
@@ -69,11 +69,11 @@ fn new_build(bytes: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub fn sha256(bytes: &[u8]) -> String {
     etcd_inspector::runtime::sha256_hex(bytes)
 }
 
-async fn plugin_status(host: &Host, file_suffix: &str) -> Option<serde_json::Value> {
+pub async fn plugin_status(host: &Host, file_suffix: &str) -> Option<serde_json::Value> {
     let all = host.json("/plugins").await;
     all.as_array()
         .unwrap()

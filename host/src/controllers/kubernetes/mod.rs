@@ -6,6 +6,7 @@
 pub mod cluster;
 mod inspections;
 pub mod leader;
+pub mod plugin_source;
 mod secrets;
 pub mod status;
 
