@@ -186,11 +186,11 @@ impl Host {
             Some(path) => SettingsFile::read(path).map_err(|e| anyhow::anyhow!("--plugin-config {e}"))?,
             None => SettingsFile::default(),
         };
-        let plugins = Arc::new(PluginRegistry::with_settings(
-            Arc::new(runtime),
-            metrics.clone(),
-            settings,
-        ));
+        let mut registry = PluginRegistry::with_settings(Arc::new(runtime), metrics.clone(), settings);
+        if let Some(path) = &common.plugin_config {
+            registry = registry.with_settings_file(path.clone());
+        }
+        let plugins = Arc::new(registry);
         match &common.plugin_dir {
             Some(dir) => {
                 let loaded = plugins

@@ -306,7 +306,13 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         ("spin.yaml", inspection_manifest("prod", "spin", 1)),
     ];
     let plugins = [plugin_file("bundled", "healthy"), plugin_file("fixtures", "spin")];
-    let host = Host::start(&plugins, &manifests, &["--plugin-config", config.to_str().unwrap()]).await;
+    let flags = [
+        "--plugin-config",
+        config.to_str().unwrap(),
+        "--plugin-rescan-interval",
+        "1",
+    ];
+    let host = Host::start(&plugins, &manifests, &flags).await;
     let healthy = plugin_status(&host, "/healthy.wasm").await.unwrap();
     assert_eq!(healthy["state"], "failed");
     assert!(
@@ -346,4 +352,21 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         / 2.0;
     assert!((0.3..1.0).contains(&mean), "the per-plugin timeout applies: {mean}");
     assert!(host.log().contains("repeated traps: calls paused"));
+
+    // Settings are re-read: pinning the right digest loads healthy, no restart.
+    let right = sha256(&std::fs::read(plugin_file("bundled", "healthy")).unwrap());
+    std::fs::write(&config, format!("plugins:\n  healthy:\n    sha256: \"{right}\"\n")).unwrap();
+    wait_until(
+        "healthy loads under the corrected pin",
+        Duration::from_secs(10),
+        async || {
+            let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
+            if status["state"] == "active" {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )
+    .await;
 }

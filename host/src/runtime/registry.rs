@@ -55,6 +55,8 @@ pub struct PluginRegistry {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     settings: RwLock<SettingsFile>,
+    /// Where the settings come from, re-read at every sync (`--plugin-config`).
+    settings_path: Option<PathBuf>,
     active: RwLock<HashMap<String, (PathBuf, Arc<LoadedPlugin>)>>,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     /// Serialises reconciliations (watch events and rescans may overlap).
@@ -71,6 +73,7 @@ impl PluginRegistry {
             runtime,
             metrics,
             settings: RwLock::new(settings),
+            settings_path: None,
             active: RwLock::default(),
             files: Mutex::default(),
             sync: tokio::sync::Mutex::new(()),
@@ -95,9 +98,20 @@ impl PluginRegistry {
         self.settings.read().unwrap().for_plugin(feature)
     }
 
-    /// Replaces the per-plugin settings; pins take effect at the next sync.
-    pub fn set_settings(&self, settings: SettingsFile) {
-        *self.settings.write().unwrap() = settings;
+    /// Re-reads `path` at every sync, so edited settings (a mounted
+    /// ConfigMap, say) apply without a restart; a broken edit is logged and
+    /// the last good settings stay.
+    pub fn with_settings_file(mut self, path: PathBuf) -> Self {
+        self.settings_path = Some(path);
+        self
+    }
+
+    fn reload_settings(&self) {
+        let Some(path) = &self.settings_path else { return };
+        match SettingsFile::read(path) {
+            Ok(settings) => *self.settings.write().unwrap() = settings,
+            Err(e) => tracing::error!("plugin settings not reloaded, the previous ones stay: {e}"),
+        }
     }
 
     pub fn statuses(&self) -> Vec<PluginStatus> {
@@ -114,6 +128,7 @@ impl PluginRegistry {
     /// are active afterwards.
     pub async fn sync_dir(&self, dir: &Path) -> std::io::Result<usize> {
         let _one_at_a_time = self.sync.lock().await;
+        self.reload_settings();
         let mut present: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
