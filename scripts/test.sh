@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/build-plugins.sh
 cargo test -p etcd-inspector "$@"
-cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request "$@"
+cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p db-quota "$@"

@@ -87,13 +87,23 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     Vec::new()
 }
 
+// In a component the SDK calls the host; natively (`cargo test`) it calls the
+// cluster described with [`testing::FakeCluster`].
+#[cfg(target_arch = "wasm32")]
+use bindings::etcd_inspector::plugin::{etcd as host_etcd, state as host_state};
+#[cfg(not(target_arch = "wasm32"))]
+use testing::fake::{etcd as host_etcd, state as host_state};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
 /// Read-only calls into the etcd cluster under inspection.
 ///
 /// Every call goes through the host, which owns the connections, TLS,
 /// credentials and timeouts. Per-endpoint calls take a
 /// [`Member::endpoint`](crate::Member) from the snapshot.
 pub mod etcd {
-    use crate::bindings::etcd_inspector::plugin::etcd as host;
+    use crate::host_etcd as host;
     pub use crate::{Alarm, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus, RangeCount};
 
     /// Current members, through the cluster's balanced connection.
@@ -145,7 +155,7 @@ pub mod etcd {
 /// A small memory of this plugin for the cluster being inspected, kept by
 /// the host between calls (each call runs in a fresh instance).
 pub mod state {
-    use crate::bindings::etcd_inspector::plugin::state as host;
+    use crate::host_state as host;
 
     /// The bytes the last successful call stored, if any.
     pub fn load() -> Option<Vec<u8>> {
@@ -159,25 +169,33 @@ pub mod state {
     }
 }
 
-/// Logging into the host's log (rate-limited by the host).
+/// Logging into the host's log (rate-limited by the host: 32 lines a call,
+/// 2 KiB a line). Natively the lines are kept by the test harness.
 pub mod log {
-    use crate::bindings::etcd_inspector::plugin::log::{log, Level};
+    use crate::bindings::etcd_inspector::plugin::log::Level;
+
+    fn emit(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::etcd_inspector::plugin::log::log(level, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::fake::log::log(&format!("{level:?}").to_lowercase(), message);
+    }
 
     /// Log at debug level.
     pub fn debug(message: &str) {
-        log(Level::Debug, message)
+        emit(Level::Debug, message)
     }
     /// Log at info level.
     pub fn info(message: &str) {
-        log(Level::Info, message)
+        emit(Level::Info, message)
     }
     /// Log at warn level.
     pub fn warn(message: &str) {
-        log(Level::Warn, message)
+        emit(Level::Warn, message)
     }
     /// Log at error level.
     pub fn error(message: &str) {
-        log(Level::Error, message)
+        emit(Level::Error, message)
     }
 }
 

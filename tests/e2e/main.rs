@@ -7,6 +7,7 @@ mod harness;
 mod alarm;
 mod bad_manifests;
 mod consistency;
+mod db_quota;
 mod etcd_access;
 mod healthy;
 mod hostile_plugins;

@@ -127,3 +127,55 @@ fn from_status_errors(statuses: &[MemberStatus]) -> Vec<Alarm> {
 }
 
 export_plugin!(AlarmInspection);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_inspector_sdk::testing::{FakeCluster, FakeMember};
+
+    fn three() -> FakeCluster {
+        FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0").leader())
+            .member(FakeMember::new(2, "m1"))
+            .member(FakeMember::new(3, "m2"))
+    }
+
+    #[test]
+    fn every_member_and_type_is_set_and_cluster_wide_alarms_show_everywhere() {
+        let samples = three()
+            .alarm(2, AlarmType::Corrupt)
+            .alarm(0, AlarmType::Nospace)
+            .inspect::<AlarmInspection>()
+            .unwrap();
+        assert_eq!(samples.count(ALARM), 6);
+        assert_eq!(
+            samples.value(ALARM, &[("endpoint", "10.0.0.2"), ("alarmType", "CORRUPT")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            samples.value(ALARM, &[("endpoint", "10.0.0.1"), ("alarmType", "CORRUPT")]),
+            Some(0.0)
+        );
+        for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            assert_eq!(
+                samples.value(ALARM, &[("endpoint", host), ("alarmType", "NOSPACE")]),
+                Some(1.0),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn alarm_list_is_called_only_when_due_or_when_status_shows_an_alarm() {
+        // A recent cross-check in state and no alarm in Status: no AlarmList, all zero.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let samples = three()
+            .state(now.to_string().as_bytes())
+            .inspect::<AlarmInspection>()
+            .unwrap();
+        assert!(samples.0.iter().all(|s| s.value == 0.0));
+        // No state yet: the cross-check runs and is remembered.
+        let (state, _) = three().run_state::<AlarmInspection>();
+        assert!(state.is_some(), "the AlarmList time is stored");
+    }
+}

@@ -51,3 +51,26 @@ impl Plugin for Healthy {
 }
 
 export_plugin!(Healthy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_inspector_sdk::testing::{FakeCluster, FakeMember};
+
+    #[test]
+    fn each_member_reports_its_own_health() {
+        let cluster = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0").leader())
+            .member(FakeMember::new(2, "m1").unhealthy("NOSPACE"))
+            .member(FakeMember::new(3, "m2").unreachable());
+        let samples = cluster.inspect::<Healthy>().unwrap();
+        assert_eq!(samples.value(HEALTHY, &[("endpoint", "10.0.0.1")]), Some(1.0));
+        assert_eq!(samples.value(HEALTHY, &[("endpoint", "10.0.0.2")]), Some(0.0));
+        assert_eq!(samples.value(HEALTHY, &[("endpoint", "10.0.0.3")]), Some(0.0));
+    }
+
+    #[test]
+    fn a_cluster_without_members_is_a_failed_inspection() {
+        assert!(FakeCluster::new("empty").inspect::<Healthy>().is_err());
+    }
+}

@@ -1,0 +1,445 @@
+//! Test a plugin's logic natively under `cargo test`: no wasm toolchain, no
+//! etcd. Describe a cluster — members, their Status and /health answers,
+//! alarms, keys — run [`Plugin::inspect`] or [`Plugin::on_events`] against
+//! it, and assert the samples. The samples are checked against the
+//! plugin's own `describe()` the way the host checks them, so a sample the
+//! host would reject fails the test with the host's reason.
+//!
+//! On native targets every [`crate::etcd`], [`crate::state`] and
+//! [`crate::log`] call goes to the cluster being tested.
+//!
+//! ```
+//! use etcd_inspector_sdk::testing::{FakeCluster, FakeMember};
+//! # use etcd_inspector_sdk::{etcd, gauge, ClusterSnapshot, Plugin, PluginInfo, Sample};
+//! # struct Members;
+//! # impl Plugin for Members {
+//! #     fn describe() -> PluginInfo { PluginInfo::new("members", "0.1.0").metric(gauge("members_up", "h", &[])) }
+//! #     fn inspect(s: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+//! #         let up = s.members.iter().filter(|m| etcd::status(&m.endpoint).is_ok()).count();
+//! #         Ok(vec![Sample::new("members_up", up as f64)])
+//! #     }
+//! # }
+//! let cluster = FakeCluster::new("prod")
+//!     .member(FakeMember::new(1, "m0").leader())
+//!     .member(FakeMember::new(2, "m1"))
+//!     .member(FakeMember::new(3, "m2").unreachable());
+//! let samples = cluster.inspect::<Members>().unwrap();
+//! assert_eq!(samples.value("members_up", &[]), Some(2.0));
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::{
+    Alarm, AlarmType, ClusterSnapshot, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus,
+    MetricKind, Plugin, Sample, WatchEvent,
+};
+
+/// A member of a [`FakeCluster`] and what it answers.
+#[derive(Clone, Debug)]
+pub struct FakeMember {
+    member: Member,
+    status: Result<MemberStatus, EtcdError>,
+    health: Result<MemberHealth, EtcdError>,
+    hash: u32,
+}
+
+impl FakeMember {
+    /// A healthy follower at `https://10.0.0.<id>:2379`, version 3.5.17.
+    pub fn new(id: u64, name: &str) -> Self {
+        let endpoint = format!("https://10.0.0.{id}:2379");
+        let member = Member {
+            id,
+            name: name.into(),
+            client_urls: vec![endpoint.clone()],
+            endpoint,
+            host: format!("10.0.0.{id}"),
+            is_learner: false,
+        };
+        let status = MemberStatus {
+            member_id: id,
+            version: "3.5.17".into(),
+            db_size: 20 << 20,
+            db_size_in_use: 18 << 20,
+            leader: 0,
+            raft_index: 1000,
+            raft_term: 2,
+            raft_applied_index: 1000,
+            revision: 500,
+            is_learner: false,
+            errors: Vec::new(),
+        };
+        FakeMember {
+            member,
+            status: Ok(status),
+            health: Ok(MemberHealth {
+                healthy: true,
+                reason: String::new(),
+            }),
+            hash: 7,
+        }
+    }
+
+    /// This member leads (every member's Status names it as leader).
+    pub fn leader(mut self) -> Self {
+        if let Ok(s) = &mut self.status {
+            s.leader = self.member.id;
+        }
+        self
+    }
+
+    /// Answers Status with this etcd version.
+    pub fn version(mut self, version: &str) -> Self {
+        if let Ok(s) = &mut self.status {
+            s.version = version.into();
+        }
+        self
+    }
+
+    /// Database size and size in use, in bytes.
+    pub fn db(mut self, size: u64, in_use: u64) -> Self {
+        if let Ok(s) = &mut self.status {
+            s.db_size = size;
+            s.db_size_in_use = in_use;
+        }
+        self
+    }
+
+    /// Revision and raft indexes this member reports.
+    pub fn progress(mut self, revision: u64, raft_index: u64, applied: u64) -> Self {
+        if let Ok(s) = &mut self.status {
+            s.revision = revision;
+            s.raft_index = raft_index;
+            s.raft_applied_index = applied;
+        }
+        self
+    }
+
+    /// The HashKV this member answers.
+    pub fn hash(mut self, hash: u32) -> Self {
+        self.hash = hash;
+        self
+    }
+
+    /// /health answers `{"health":"false"}` with `reason`.
+    pub fn unhealthy(mut self, reason: &str) -> Self {
+        self.health = Ok(MemberHealth {
+            healthy: false,
+            reason: reason.into(),
+        });
+        self
+    }
+
+    /// Every call to this member times out.
+    pub fn unreachable(mut self) -> Self {
+        let e = EtcdError::Timeout(format!("{}: no answer", self.member.endpoint));
+        self.status = Err(e.clone());
+        self.health = Err(e);
+        self
+    }
+}
+
+/// A described cluster a plugin can be run against natively.
+#[derive(Clone, Debug, Default)]
+pub struct FakeCluster {
+    name: String,
+    members: Vec<FakeMember>,
+    alarms: Vec<Alarm>,
+    keys: BTreeMap<Vec<u8>, KeyInfo>,
+    params: Vec<(String, String)>,
+    state: Option<Vec<u8>>,
+    logs: Vec<String>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<FakeCluster>> = const { RefCell::new(None) };
+}
+
+impl FakeCluster {
+    /// An empty cluster named `name` (the `clusterName` label).
+    pub fn new(name: &str) -> Self {
+        FakeCluster {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a member.
+    pub fn member(mut self, member: FakeMember) -> Self {
+        self.members.push(member);
+        self
+    }
+
+    /// Raises an alarm (`member_id` 0: the whole cluster). Members' Status
+    /// errors list it, as etcd's do.
+    pub fn alarm(mut self, member_id: u64, alarm: AlarmType) -> Self {
+        self.alarms.push(Alarm { member_id, alarm });
+        self
+    }
+
+    /// Adds a key (created and last modified at `revision`).
+    pub fn key(mut self, key: &str, revision: u64) -> Self {
+        let info = KeyInfo {
+            key: key.as_bytes().to_vec(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        };
+        self.keys.insert(key.as_bytes().to_vec(), info);
+        self
+    }
+
+    /// Sets a parameter (a cluster annotation the host passes on).
+    pub fn param(mut self, key: &str, value: &str) -> Self {
+        self.params.push((key.into(), value.into()));
+        self
+    }
+
+    /// What `state::load()` returns.
+    pub fn state(mut self, bytes: &[u8]) -> Self {
+        self.state = Some(bytes.to_vec());
+        self
+    }
+
+    /// The snapshot the host would pass.
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        ClusterSnapshot {
+            name: self.name.clone(),
+            namespace: "default".into(),
+            members: self.members.iter().map(|m| m.member.clone()).collect(),
+            params: self.params.clone(),
+        }
+    }
+
+    /// Runs `P::inspect` against this cluster and checks the samples as the
+    /// host would.
+    pub fn inspect<P: Plugin>(&self) -> Result<Samples, String> {
+        let snapshot = self.snapshot();
+        let (result, _) = self.with_installed(|| P::inspect(snapshot));
+        result.map(|s| Samples(check::<P>(s)))
+    }
+
+    /// Runs `P::on_events` against this cluster and checks the samples.
+    pub fn on_events<P: Plugin>(&self, events: Vec<WatchEvent>) -> Result<Samples, String> {
+        let snapshot = self.snapshot();
+        let (result, _) = self.with_installed(|| P::on_events(snapshot, events));
+        result.map(|s| Samples(check::<P>(s)))
+    }
+
+    /// What the plugin stored with `state::store` in its last run, and its log.
+    pub fn run_state<P: Plugin>(&self) -> (Option<Vec<u8>>, Vec<String>) {
+        let snapshot = self.snapshot();
+        let (_, after) = self.with_installed(|| P::inspect(snapshot));
+        (after.state, after.logs)
+    }
+
+    fn with_installed<T>(&self, run: impl FnOnce() -> T) -> (T, FakeCluster) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        let out = run();
+        let after = CURRENT.with(|c| c.borrow_mut().take()).expect("installed");
+        (out, after)
+    }
+}
+
+fn check<P: Plugin>(samples: Vec<Sample>) -> Vec<Sample> {
+    let info = P::describe();
+    for s in &samples {
+        let Some(desc) = info.metrics.iter().find(|m| m.name == s.metric) else {
+            panic!(
+                "sample of {:?}: not declared in describe(); the host would reject the whole round",
+                s.metric
+            );
+        };
+        let mut names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort();
+        let mut declared: Vec<&str> = desc.labels.iter().map(String::as_str).collect();
+        declared.sort();
+        assert_eq!(
+            names, declared,
+            "sample of {:?}: labels differ from describe() (clusterName is added by the host)",
+            s.metric
+        );
+        assert!(
+            s.value.is_finite(),
+            "sample of {:?}: value {} is not finite",
+            s.metric,
+            s.value
+        );
+        if desc.kind == MetricKind::Counter {
+            assert!(s.value >= 0.0, "sample of {:?}: a counter cannot decrease", s.metric);
+        }
+    }
+    samples
+}
+
+/// Samples a plugin returned, with lookups for assertions.
+#[derive(Clone, Debug)]
+pub struct Samples(pub Vec<Sample>);
+
+impl Samples {
+    /// The value of the one sample of `metric` with exactly these labels.
+    pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        want.sort();
+        self.0
+            .iter()
+            .find(|s| {
+                let mut have = s.labels.clone();
+                have.sort();
+                s.metric == metric && have == want
+            })
+            .map(|s| s.value)
+    }
+
+    /// How many samples of `metric` there are.
+    pub fn count(&self, metric: &str) -> usize {
+        self.0.iter().filter(|s| s.metric == metric).count()
+    }
+}
+
+fn with<T>(f: impl FnOnce(&mut FakeCluster) -> T) -> T {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let cluster = c
+            .as_mut()
+            .expect("no FakeCluster is installed: call the plugin through FakeCluster::inspect");
+        f(cluster)
+    })
+}
+
+fn member(c: &FakeCluster, endpoint: &str) -> Result<FakeMember, EtcdError> {
+    c.members
+        .iter()
+        .find(|m| m.member.endpoint == endpoint)
+        .cloned()
+        .ok_or_else(|| EtcdError::UnknownEndpoint(endpoint.into()))
+}
+
+/// Native stand-ins for the host's imports (same signatures).
+pub(crate) mod fake {
+    pub mod etcd {
+        use super::super::*;
+
+        pub fn member_list() -> Result<Vec<Member>, EtcdError> {
+            with(|c| Ok(c.members.iter().map(|m| m.member.clone()).collect()))
+        }
+
+        pub fn status(endpoint: &str) -> Result<MemberStatus, EtcdError> {
+            with(|c| {
+                let mut status = member(c, endpoint)?.status?;
+                for a in &c.alarms {
+                    let kind = match a.alarm {
+                        AlarmType::Nospace => "NOSPACE",
+                        AlarmType::Corrupt => "CORRUPT",
+                    };
+                    status.errors.push(format!("memberID:{} alarm:{kind} ", a.member_id));
+                }
+                if let Some(leader) = c
+                    .members
+                    .iter()
+                    .find_map(|m| m.status.as_ref().ok().map(|s| s.leader).filter(|l| *l != 0))
+                {
+                    status.leader = leader;
+                }
+                Ok(status)
+            })
+        }
+
+        pub fn alarm_list() -> Result<Vec<Alarm>, EtcdError> {
+            with(|c| Ok(c.alarms.clone()))
+        }
+
+        pub fn health(endpoint: &str) -> Result<MemberHealth, EtcdError> {
+            with(|c| {
+                let health = member(c, endpoint)?.health?;
+                Ok(if c.alarms.is_empty() {
+                    health
+                } else {
+                    MemberHealth {
+                        healthy: false,
+                        reason: "ALARM ACTIVE".into(),
+                    }
+                })
+            })
+        }
+
+        fn in_range(range: &KeyRange, key: &[u8]) -> bool {
+            key >= range.start.as_slice() && (range.end.is_empty() || key < range.end.as_slice())
+        }
+
+        pub fn count(
+            endpoint: Option<&str>,
+            range: &KeyRange,
+            revision: u64,
+            _serializable: bool,
+        ) -> Result<RangeCount, EtcdError> {
+            with(|c| {
+                if let Some(ep) = endpoint {
+                    member(c, ep)?.status?;
+                }
+                let count = c
+                    .keys
+                    .values()
+                    .filter(|k| in_range(range, &k.key) && (revision == 0 || k.create_revision <= revision))
+                    .count();
+                Ok(RangeCount {
+                    count: count as u64,
+                    revision,
+                })
+            })
+        }
+
+        pub fn keys(range: &KeyRange, limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
+            with(|c| {
+                Ok(c.keys
+                    .values()
+                    .filter(|k| in_range(range, &k.key) && (revision == 0 || k.create_revision <= revision))
+                    .take(limit as usize)
+                    .cloned()
+                    .collect())
+            })
+        }
+
+        pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
+            with(|c| {
+                let m = member(c, endpoint)?;
+                m.status?;
+                Ok(KvHash {
+                    member_id: m.member.id,
+                    hash: m.hash,
+                    compact_revision: 0,
+                    hash_revision: revision,
+                })
+            })
+        }
+
+        use crate::RangeCount;
+    }
+
+    pub mod state {
+        use super::super::with;
+
+        pub fn load() -> Option<Vec<u8>> {
+            with(|c| c.state.clone())
+        }
+
+        pub fn store(value: &[u8]) -> Result<(), String> {
+            if value.len() > 64 * 1024 {
+                return Err(format!(
+                    "{} bytes is more than the 65536 a plugin may keep",
+                    value.len()
+                ));
+            }
+            with(|c| c.state = Some(value.to_vec()));
+            Ok(())
+        }
+    }
+
+    pub mod log {
+        use super::super::with;
+
+        pub fn log(level: &str, message: &str) {
+            with(|c| c.logs.push(format!("{level}: {message}")));
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! examples/db-quota (written only with the public SDK) on a real member:
+//! fragmentation from deleted data is detected, and gone after a defrag.
+
+use std::time::Duration;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+use crate::harness::{plugin_file, wait_until};
+
+const DEFRAG: &str = "inspection_etcd_defrag_recommended";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmentation_is_advised_until_the_member_is_defragmented() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let url = etcd.members[0].client_url.clone();
+    let mut client = etcd.client().await;
+    let value = vec![b'x'; 20 * 1024];
+    for i in 0..200 {
+        client.put(format!("/bulk/{i}"), value.clone(), None).await.unwrap();
+    }
+    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/bulk/"])
+        .unwrap();
+    let revision = etcd.status()[0].1.to_string();
+    etcd.etcdctl(&["--endpoints", &url, "compact", &revision, "--physical"])
+        .unwrap();
+    // etcd recomputes the space in use at its next commit; a live cluster always has one.
+    client.put("/after-compaction", "x", None).await.unwrap();
+
+    let annotations = [
+        ("importedAddr", url.as_str()),
+        ("etcd-inspector.io/quota-backend-bytes", "1000000000"),
+        ("etcd-inspector.io/defrag-min-size-bytes", "0"),
+    ];
+    let manifests = [
+        ("cluster.yaml", cluster_manifest("prod", &annotations)),
+        ("db.yaml", inspection_manifest("prod", "db-quota", 1)),
+    ];
+    let host = Host::start(&[plugin_file("examples", "db-quota")], &manifests, &[]).await;
+    let advice = async || {
+        let scrape = host.scrape().await;
+        let fragmentation = scrape.get(DEFRAG, &[("clusterName", "prod"), ("rule", "fragmentation")]);
+        let ratio = scrape.get("inspection_etcd_db_in_use_ratio", &[("clusterName", "prod")]);
+        (fragmentation, ratio, scrape)
+    };
+    let scrape = wait_until(
+        "fragmentation advised",
+        Duration::from_secs(20),
+        async || match advice().await {
+            (Some(1.0), Some(r), scrape) if r <= 0.55 => Ok(scrape),
+            (f, r, _) => Err(format!("fragmentation={f:?} in_use_ratio={r:?}")),
+        },
+    )
+    .await;
+    let size = scrape
+        .get("inspection_etcd_db_size_bytes", &[("clusterName", "prod")])
+        .unwrap();
+    assert!(size >= 4_000_000.0, "the member's file holds the deleted data: {size}");
+    assert_eq!(
+        scrape.get("inspection_etcd_db_quota_bytes", &[("clusterName", "prod")]),
+        Some(1e9)
+    );
+    assert_eq!(
+        scrape.get(DEFRAG, &[("clusterName", "prod"), ("rule", "quota")]),
+        Some(0.0)
+    );
+
+    etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
+    wait_until(
+        "no advice after the defrag",
+        Duration::from_secs(20),
+        async || match advice().await {
+            (Some(0.0), Some(r), _) if r > 0.55 => Ok(()),
+            (f, r, _) => Err(format!("fragmentation={f:?} in_use_ratio={r:?}")),
+        },
+    )
+    .await;
+}
