@@ -7,8 +7,10 @@
 //! - [`metrics`]: the registry plugins report into.
 //! - [`controllers`]: which clusters run, and their schedules.
 //! - [`http`]: `/metrics`, `/health`, `/plugins`, `/`.
+//! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
 pub mod cluster;
+pub mod commands;
 pub mod controllers;
 pub mod etcd;
 pub mod http;

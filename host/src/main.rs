@@ -38,6 +38,32 @@ enum Command {
     Inspection(KubeArgs),
     /// Print the CustomResourceDefinitions (YAML).
     Crd,
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load and validate a plugin as the host would, and describe it.
+    Check {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+    },
+    /// Run one inspection against a real cluster and print the samples.
+    Run {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// A manifest with the EtcdCluster to inspect (certName relative to it).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Which EtcdCluster of the manifest (default: the first).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Timeout of one etcd call, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        etcd_timeout: f64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -137,8 +163,19 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{flag}: expected a positive number of seconds, got {value}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors end the process with their message and causes, never a backtrace.
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -151,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => kubernetes(args, Role::All, "etcd-inspector").await,
         Command::Etcdcluster(args) => kubernetes(args, Role::Clusters, "clay-etcdcluster-controller").await,
         Command::Inspection(args) => kubernetes(args, Role::Inspections, "clay-etcdinspection-controller").await,
+        Command::Plugin(command) => plugin_command(command).await,
         Command::Crd => {
             print!("{}", etcd_inspector::cluster::crd::crds_yaml()?);
             Ok(())
@@ -326,6 +364,29 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
     let work = kubernetes::run(client, settings, role, supervisor, connection, shutdown_signal());
     host.serve(args.common.listen, work).await
 }
+async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+    let runtime = Runtime::new(CallLimits::default())?;
+    match command {
+        PluginCommand::Check { file } => {
+            let (_, report) = etcd_inspector::commands::check(&runtime, &file).await?;
+            print!("{report}");
+        }
+        PluginCommand::Run {
+            file,
+            manifest,
+            cluster,
+            etcd_timeout,
+        } => {
+            let connection = ConnectionSettings {
+                call_timeout: seconds("etcd-timeout", etcd_timeout)?,
+            };
+            let out = etcd_inspector::commands::run(&runtime, &file, &manifest, cluster.as_deref(), connection).await?;
+            print!("{out}");
+        }
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

@@ -13,5 +13,6 @@ mod healthy;
 mod hostile_plugins;
 mod kubernetes;
 mod plugin_lifecycle;
+mod plugin_tools;
 mod request;
 mod tls_and_auth;

@@ -43,11 +43,16 @@ pub fn read_dir(dir: &Path) -> std::io::Result<ManifestSet> {
         })
         .collect();
     files.sort();
+    Ok(read_files(&files, dir))
+}
 
+/// Reads the given manifest files; `certName` directories are resolved
+/// against `base`.
+pub fn read_files(files: &[PathBuf], dir: &Path) -> ManifestSet {
     let mut set = ManifestSet::default();
     let mut clusters = Vec::new();
     let mut inspections = Vec::new();
-    for file in &files {
+    for file in files {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
@@ -127,5 +132,5 @@ pub fn read_dir(dir: &Path) -> std::io::Result<ManifestSet> {
             }
         }
     }
-    Ok(set)
+    set
 }

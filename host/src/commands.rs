@@ -1,0 +1,123 @@
+//! `etcd-inspector plugin check|run`: the real artefact, outside the
+//! scheduler, for plugin authors.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::cluster::manifests;
+use crate::controllers::{WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
+use crate::etcd::{ClusterConnection, ConnectionSettings};
+use crate::metrics::{CommitMode, MetricKind, Metrics};
+use crate::runtime::{CallLimits, LoadedPlugin, Runtime, Snapshot};
+
+/// Loads and validates a plugin as the host would; describes it.
+pub async fn check(runtime: &Runtime, file: &Path) -> anyhow::Result<(LoadedPlugin, String)> {
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let plugin = runtime
+        .load(bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: rejected: {e}", file.display()))?;
+    Metrics::new("")
+        .register_plugin(&plugin.info.name, &plugin.info.metrics)
+        .map_err(|e| anyhow::anyhow!("{}: rejected: invalid description: {e}", file.display()))?;
+    let info = &plugin.info;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: ok", file.display());
+    let _ = writeln!(out, "  name:      {} (the feature name in featureGates)", info.name);
+    let _ = writeln!(out, "  version:   {}", info.version);
+    let _ = writeln!(out, "  contract:  etcd-inspector:plugin@{}", plugin.wit_version);
+    let _ = writeln!(out, "  sha256:    {}", plugin.sha256);
+    let _ = writeln!(out, "  interval:  {} s", info.default_interval_seconds);
+    if let Some(prefix) = plugin.watch_prefix() {
+        let _ = writeln!(out, "  watches:   {prefix:?}");
+    }
+    let _ = writeln!(out, "  metrics:");
+    for m in &info.metrics {
+        let kind = match m.kind {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        };
+        let mut labels = vec!["clusterName".to_string()];
+        labels.extend(m.labels.iter().cloned());
+        let _ = writeln!(out, "    {} {kind} {{{}}}  {}", m.name, labels.join(","), m.help);
+    }
+    Ok((plugin, out))
+}
+
+/// One inspection of `file` against a cluster of `manifest`; returns the
+/// samples in the Prometheus text format, after the host's checks.
+pub async fn run(
+    runtime: &Runtime,
+    file: &Path,
+    manifest: &Path,
+    cluster: Option<&str>,
+    connection: ConnectionSettings,
+) -> anyhow::Result<String> {
+    let (plugin, _) = check(runtime, file).await?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let set = manifests::read_files(&[manifest.to_path_buf()], base);
+    for e in &set.errors {
+        eprintln!("{e}");
+    }
+    let config = match cluster {
+        Some(name) => set.clusters.into_iter().find(|c| c.key.name == name),
+        None => set.clusters.into_iter().next(),
+    };
+    let Some(config) = config else {
+        bail!(
+            "{}: no usable EtcdCluster{}",
+            manifest.display(),
+            cluster.map(|c| format!(" named {c}")).unwrap_or_default()
+        )
+    };
+    let conn = Arc::new(ClusterConnection::new(
+        &config.key.to_string(),
+        config.seeds.clone(),
+        config.rewrites.clone(),
+        config.credentials.clone(),
+        connection,
+    )?);
+    let members = match conn.refresh_members().await {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => conn.seed_members(),
+        Err(e) => {
+            eprintln!("MemberList failed ({e}); using importedAddr");
+            conn.seed_members()
+        }
+    };
+    let mut params = config.params.clone();
+    if let Some(prefix) = plugin.watch_prefix() {
+        // What the host's census does before it starts a watch.
+        params.push((WATCH_PREFIX_PARAM.into(), prefix.to_string()));
+        params.push((WATCH_REVISION_PARAM.into(), conn.current_revision().await?.to_string()));
+    }
+    let snapshot = Snapshot {
+        name: config.key.name.clone(),
+        namespace: config.key.namespace.clone(),
+        members,
+        params,
+    };
+    let limits = CallLimits::default();
+    let done = runtime
+        .inspect(&plugin, conn, snapshot, None, &limits)
+        .await
+        .map_err(|f| anyhow::anyhow!("inspection failed: {f}"))?;
+    let metrics = Metrics::new("");
+    metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
+    metrics
+        .commit(&plugin.info.name, &config.key.name, &done.samples, CommitMode::Replace)
+        .map_err(|e| anyhow::anyhow!("the host would reject these samples: {e}"))?;
+    let text = metrics.render();
+    Ok(text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("etcd_inspector_")
+                && !l.starts_with("# HELP etcd_inspector_")
+                && !l.starts_with("# TYPE etcd_inspector_")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect())
+}

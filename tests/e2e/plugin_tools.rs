@@ -1,0 +1,89 @@
+//! `etcd-inspector plugin check|run` on real artefacts, and the frozen
+//! plugin built against the first released contract.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::host::cluster_manifest;
+use crate::harness::plugin_file;
+
+fn inspector(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn compat_fixture() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/compat/healthy-0.1.0.wasm"
+    ))
+}
+
+#[test]
+fn check_describes_a_plugin_and_rejects_junk_with_the_reason() {
+    let db_quota = plugin_file("examples", "db-quota");
+    let (ok, out, _) = inspector(&["plugin", "check", db_quota.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.contains("name:      db-quota"), "{out}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.0"), "{out}");
+    assert!(
+        out.contains("inspection_etcd_defrag_recommended gauge {clusterName,endpoint,rule}"),
+        "{out}"
+    );
+
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"definitely not wasm").unwrap();
+    let (ok, _, err) = inspector(&["plugin", "check", junk.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("rejected: not a WebAssembly file (bad magic bytes)"),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace"), "a clear error, not a backtrace: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_inspects_a_real_cluster_and_the_first_contract_still_runs() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &manifest,
+        cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+
+    let db_quota = plugin_file("examples", "db-quota");
+    let (ok, out, err) = inspector(&["plugin", "run", db_quota.to_str().unwrap(), "--manifest", manifest]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("inspection_etcd_db_size_bytes{clusterName=\"prod\",endpoint=\"127.0.0.1\"}"),
+        "{out}"
+    );
+
+    // Built against etcd-inspector:plugin@0.1.0 and frozen: it must keep working.
+    let fixture = compat_fixture();
+    let digest = etcd_inspector::runtime::sha256_hex(&std::fs::read(&fixture).unwrap());
+    assert_eq!(
+        digest, "bb550f96ac9b170e34f8bfdfe708576926cd233961a9290963e4695937137420",
+        "the fixture is frozen"
+    );
+    let (ok, out, err) = inspector(&["plugin", "check", fixture.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.0"), "{out}");
+    let (ok, out, err) = inspector(&["plugin", "run", fixture.to_str().unwrap(), "--manifest", manifest]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("inspection_etcd_endpoint_healthy{clusterName=\"prod\",endpoint=\"127.0.0.1\"} 1"),
+        "{out}"
+    );
+}
