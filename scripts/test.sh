@@ -9,3 +9,8 @@ cd "$(dirname "$0")/.."
 ./scripts/build-plugins.sh
 cargo test -p etcd-inspector "$@"
 cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p db-quota "$@"
+# The plugin template builds out of the box, passes its test and is accepted.
+template=templates/plugin/Cargo.toml
+cargo test --quiet --manifest-path "$template"
+cargo build --quiet --manifest-path "$template" --release --target wasm32-wasip2
+cargo run --quiet -p etcd-inspector -- plugin check "${CARGO_TARGET_DIR:-templates/plugin/target}/wasm32-wasip2/release/my_inspection.wasm"

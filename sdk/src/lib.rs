@@ -62,6 +62,12 @@ impl KeyRange {
     }
 
     /// Every key starting with `prefix` (an empty prefix means every key).
+    ///
+    /// ```
+    /// use etcd_inspector_sdk::KeyRange;
+    /// let pods = KeyRange::prefix("/registry/pods/");
+    /// assert_eq!(pods.end, b"/registry/pods0");
+    /// ```
     pub fn prefix(prefix: impl AsRef<[u8]>) -> Self {
         let prefix = prefix.as_ref();
         if prefix.is_empty() {
@@ -112,6 +118,17 @@ pub mod etcd {
     }
 
     /// Maintenance Status of one member; cheap (no raft round trip).
+    ///
+    /// ```no_run
+    /// # use etcd_inspector_sdk::{etcd, ClusterSnapshot};
+    /// # fn f(snapshot: ClusterSnapshot) -> Result<(), String> {
+    /// for member in &snapshot.members {
+    ///     let status = etcd::status(&member.endpoint).map_err(|e| e.message())?;
+    ///     let lagging = status.raft_index - status.raft_applied_index;
+    /// #   let _ = lagging;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn status(endpoint: &str) -> Result<MemberStatus, EtcdError> {
         host::status(endpoint)
     }
@@ -131,6 +148,14 @@ pub mod etcd {
     /// Count the keys of `range` without transferring them. `revision` 0
     /// means latest; `endpoint` `None` lets the host pick a member;
     /// `serializable` answers from that member's local state.
+    ///
+    /// ```no_run
+    /// # use etcd_inspector_sdk::{etcd, KeyRange};
+    /// # fn f() -> Result<u64, etcd_inspector_sdk::EtcdError> {
+    /// // Pods now, served by any member:
+    /// let pods = etcd::count(None, &KeyRange::prefix("/registry/pods/"), 0, false)?.count;
+    /// # Ok(pods) }
+    /// ```
     pub fn count(
         endpoint: Option<&str>,
         range: &KeyRange,
@@ -216,12 +241,24 @@ impl EtcdError {
 
 /// Declare a gauge: a value the plugin sets on every inspection.
 /// `labels` excludes `clusterName`, which the host adds.
+///
+/// ```
+/// use etcd_inspector_sdk::{gauge, PluginInfo};
+/// let info = PluginInfo::new("quota", "0.1.0").metric(gauge("db_bytes", "Database size", &["endpoint"]));
+/// assert_eq!(info.metrics[0].labels, ["endpoint"]);
+/// ```
 pub fn gauge(name: &str, help: &str, labels: &[&str]) -> MetricDesc {
     metric(MetricKind::Gauge, name, help, labels)
 }
 
 /// Declare a counter: each sample adds its (non-negative) value.
 /// `labels` excludes `clusterName`, which the host adds.
+///
+/// ```
+/// use etcd_inspector_sdk::{counter, MetricKind};
+/// let writes = counter("writes_total", "Writes seen", &["resource"]);
+/// assert_eq!(writes.kind, MetricKind::Counter);
+/// ```
 pub fn counter(name: &str, help: &str, labels: &[&str]) -> MetricDesc {
     metric(MetricKind::Counter, name, help, labels)
 }
@@ -267,7 +304,14 @@ impl PluginInfo {
 }
 
 impl Sample {
-    /// A sample with no labels besides `clusterName`.
+    /// A sample with no labels besides `clusterName`; add labels with
+    /// [`Sample::label`].
+    ///
+    /// ```
+    /// use etcd_inspector_sdk::Sample;
+    /// let s = Sample::new("db_bytes", 1024.0).label("endpoint", "10.0.0.1");
+    /// assert_eq!(s.labels, [("endpoint".to_string(), "10.0.0.1".to_string())]);
+    /// ```
     pub fn new(metric: &str, value: f64) -> Self {
         Sample {
             metric: metric.into(),
@@ -303,6 +347,12 @@ impl ClusterSnapshot {
 
     /// The value of parameter `key` (a cluster annotation or inspection
     /// setting), if set.
+    ///
+    /// ```
+    /// # use etcd_inspector_sdk::testing::FakeCluster;
+    /// let snapshot = FakeCluster::new("prod").param("etcd-inspector.io/quota-backend-bytes", "8589934592").snapshot();
+    /// assert_eq!(snapshot.param("etcd-inspector.io/quota-backend-bytes"), Some("8589934592"));
+    /// ```
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -310,6 +360,25 @@ impl ClusterSnapshot {
 
 /// An inspection plugin. Implement it on a unit struct and pass the type to
 /// [`export_plugin!`].
+///
+/// ```
+/// use etcd_inspector_sdk::{gauge, ClusterSnapshot, Plugin, PluginInfo, Sample};
+/// use etcd_inspector_sdk::testing::{FakeCluster, FakeMember};
+///
+/// struct Members;
+///
+/// impl Plugin for Members {
+///     fn describe() -> PluginInfo {
+///         PluginInfo::new("members", "0.1.0").metric(gauge("members", "Known members", &[]))
+///     }
+///     fn inspect(snapshot: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+///         Ok(vec![Sample::new("members", snapshot.members.len() as f64)])
+///     }
+/// }
+///
+/// let samples = FakeCluster::new("prod").member(FakeMember::new(1, "m0")).inspect::<Members>().unwrap();
+/// assert_eq!(samples.value("members", &[]), Some(1.0));
+/// ```
 pub trait Plugin {
     /// Name, version, owned metrics, default interval and watch prefixes.
     /// Called once when the host loads the plugin.
