@@ -82,6 +82,16 @@ pub async fn plugin_status(host: &Host, file_suffix: &str) -> Option<serde_json:
         .cloned()
 }
 
+async fn wait_healthy_serving(host: &Host) {
+    wait_until("healthy serving", Duration::from_secs(20), async || {
+        host.scrape()
+            .await
+            .get(HEALTHY, &[("clusterName", "prod")])
+            .ok_or("none".to_string())
+    })
+    .await;
+}
+
 fn healthy_cluster(url: &str) -> [(&'static str, String); 2] {
     [
         ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", url)])),
@@ -103,13 +113,7 @@ async fn a_configmap_style_swap_serves_the_new_version_within_2s_without_a_faile
         &["--plugin-dir", &dir],
     )
     .await;
-    wait_until("healthy serving", Duration::from_secs(20), async || {
-        host.scrape()
-            .await
-            .get(HEALTHY, &[("clusterName", "prod")])
-            .ok_or("none".to_string())
-    })
-    .await;
+    wait_healthy_serving(&host).await;
 
     // A new version arrives the way kubelet delivers a ConfigMap update.
     let v2 = new_build(&original, "v2");
@@ -272,13 +276,7 @@ async fn a_corrupt_cache_entry_is_recompiled() {
         good.len(),
         "the entry is written again"
     );
-    wait_until("healthy serving", Duration::from_secs(20), async || {
-        host.scrape()
-            .await
-            .get(HEALTHY, &[("clusterName", "prod")])
-            .ok_or("none".to_string())
-    })
-    .await;
+    wait_healthy_serving(&host).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

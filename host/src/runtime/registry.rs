@@ -51,6 +51,24 @@ struct FileState {
     tried: String,
 }
 
+impl FileState {
+    /// A file seen for the first time.
+    fn new(file: &Path) -> Self {
+        FileState {
+            status: PluginStatus {
+                file: file.display().to_string(),
+                name: None,
+                version: None,
+                wit_version: None,
+                sha256: None,
+                state: PluginState::Pending,
+                loaded_unix_ms: None,
+            },
+            tried: String::new(),
+        }
+    }
+}
+
 pub struct PluginRegistry {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
@@ -194,18 +212,7 @@ impl PluginRegistry {
 
     fn mark_pending(&self, file: &Path) {
         let mut files = self.files.lock().unwrap();
-        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState {
-            status: PluginStatus {
-                file: file.display().to_string(),
-                name: None,
-                version: None,
-                wit_version: None,
-                sha256: None,
-                state: PluginState::Pending,
-                loaded_unix_ms: None,
-            },
-            tried: String::new(),
-        });
+        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState::new(file));
         if entry.status.sha256.is_none() {
             entry.status.state = PluginState::Pending;
         }
@@ -288,18 +295,7 @@ impl PluginRegistry {
         self.metrics.load_error(reason);
         let rejected = tried.split('/').next().unwrap_or_default().to_string();
         let mut files = self.files.lock().unwrap();
-        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState {
-            status: PluginStatus {
-                file: file.display().to_string(),
-                name: None,
-                version: None,
-                wit_version: None,
-                sha256: None,
-                state: PluginState::Pending,
-                loaded_unix_ms: None,
-            },
-            tried: String::new(),
-        });
+        let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState::new(file));
         entry.status.state = PluginState::Failed {
             reason: message,
             rejected_sha256: rejected,

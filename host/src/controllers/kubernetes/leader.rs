@@ -51,7 +51,7 @@ impl Elector {
     }
 
     /// Runs forever, publishing whether this process leads.
-    pub async fn run(self, leading: watch::Sender<bool>) {
+    pub async fn run(&self, leading: watch::Sender<bool>) {
         let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
             let now = tokio::time::Instant::now();

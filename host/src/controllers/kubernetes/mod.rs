@@ -55,21 +55,17 @@ pub async fn run(
 ) {
     let settings = Arc::new(settings);
     let (leading_tx, mut leading) = watch::channel(false);
-    let elector = Elector::new(
+    let elector = Arc::new(Elector::new(
         client.clone(),
         &settings.lease_namespace,
         &settings.lease_name,
         &settings.identity,
         settings.lease_timing.clone(),
-    );
-    let releaser = Elector::new(
-        client.clone(),
-        &settings.lease_namespace,
-        &settings.lease_name,
-        &settings.identity,
-        settings.lease_timing.clone(),
-    );
-    let election = tokio::spawn(elector.run(leading_tx));
+    ));
+    let election = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.run(leading_tx).await }
+    });
     let lead = async {
         loop {
             if leading.wait_for(|l| *l).await.is_err() {
@@ -105,5 +101,5 @@ pub async fn run(
     }
     election.abort();
     supervisor.shutdown();
-    releaser.release().await;
+    elector.release().await;
 }
