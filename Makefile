@@ -1,11 +1,15 @@
 # The two commands of the README, and the checks CI runs.
-.PHONY: run test plugins check fmt clippy crds deploy-plugins
+.PHONY: run test bench plugins check fmt clippy crds deploy-plugins
 
 run:
 	./scripts/run-local.sh
 
 test:
 	./scripts/test.sh
+
+# Release-build benchmarks against a local etcd; writes bench/RESULTS.md.
+bench:
+	./scripts/bench.sh
 
 plugins:
 	./scripts/build-plugins.sh

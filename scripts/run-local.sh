@@ -17,21 +17,8 @@ cp "$target_dir"/plugins/bundled/*.wasm "$state/plugins/"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
-cluster=""
-for i in 0 1 2; do cluster+="m$i=http://127.0.0.1:$((base + 2*i + 1)),"; done
-for i in 0 1 2; do
-  client=$((base + 2*i)); peer=$((base + 2*i + 1))
-  etcd --name "m$i" --data-dir "$state/m$i" --logger zap --log-outputs "$state/m$i.log" \
-    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "${cluster%,}" --initial-cluster-state new --initial-cluster-token local &
-  pids+=($!)
-done
-endpoints="http://127.0.0.1:$base,http://127.0.0.1:$((base+2)),http://127.0.0.1:$((base+4))"
-for _ in $(seq 50); do
-  ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+source scripts/local-etcd.sh
+start_etcd "$state" "$base"
 # A few Kubernetes-style keys so the request inspection has something to count.
 for key in /registry/pods/default/demo-0 /registry/pods/default/demo-1 /registry/configmaps/default/demo \
            /registry/apiextensions.k8s.io/customresourcedefinitions/demos.example.com; do

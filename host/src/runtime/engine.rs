@@ -9,9 +9,22 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Builds the engine with epoch interruption and starts a ticker thread that
 /// holds only a weak reference, so dropping the engine stops it.
-pub fn new_engine() -> wasmtime::Result<Engine> {
+pub fn new_engine(pooling: Option<u32>) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // Pre-reserved instance slots: cheaper instantiation, at the cost of
+    // reserved address space (which some small or ARM nodes lack), so it
+    // is opt-in.
+    if let Some(slots) = pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(64 << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
     // Guests run inside tokio tasks; a deep guest stack must trap, not overflow ours.
     config.max_wasm_stack(512 * 1024);
     let engine = Engine::new(&config)?;

@@ -127,7 +127,13 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(limits: CallLimits) -> anyhow::Result<Self> {
-        let engine = engine::new_engine()?;
+        Self::with_pooling(limits, None)
+    }
+
+    /// With `pooling`, instances come from that many pre-reserved slots
+    /// (wasmtime's pooling allocator) instead of fresh allocations.
+    pub fn with_pooling(limits: CallLimits, pooling: Option<u32>) -> anyhow::Result<Self> {
+        let engine = engine::new_engine(pooling)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         WatchPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
