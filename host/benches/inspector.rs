@@ -9,6 +9,10 @@
 //!    cluster, wasm against the same etcd calls made natively. Target ≤ 1.10×.
 //! C. Hot reload: file replaced → new version serving, and inspections
 //!    failed meanwhile. Target ≤ 2 s, zero failures.
+//! D. Scale (BENCH_SCALE=1): N clusters × the 4 bundled plugins, all on the
+//!    local etcd, at 30 s and at a 5 s stress interval: CPU share of one
+//!    core, RSS, schedule lag, missed runs. Target at 1000 × 4 × 30 s:
+//!    no missed runs, CPU ≤ 25 %, RSS ≤ 256 MiB.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -280,6 +284,147 @@ async fn hot_reload(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::R
     Ok(())
 }
 
+/// Cumulative (upper bound, count) buckets of one histogram, summed over labels.
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let mut by_le: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("+Inf");
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *by_le.entry(le.to_bits()).or_default() += count;
+    }
+    let mut out: Vec<(f64, f64)> = by_le.into_iter().map(|(le, c)| (f64::from_bits(le), c)).collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The bucket bound under which `q` of the observations (between two scrapes) fall.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> String {
+    let diff: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, c)| {
+            (
+                *le,
+                c - before.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let total = diff.last().map(|(_, c)| *c).unwrap_or(0.0);
+    if total == 0.0 {
+        return "-".into();
+    }
+    let bound = diff
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::INFINITY);
+    if bound.is_infinite() {
+        "> 30 s".into()
+    } else {
+        format!("≤ {} ms", bound * 1000.0)
+    }
+}
+
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(usage.user_time()) + t(usage.system_time())
+}
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
+    use etcd_inspector::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
+    use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
+    report.push("\n## D. Scale: N clusters × 4 plugins on one local etcd\n".into());
+    report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | lag p50 | lag p99 | missed runs |".into());
+    report.push("|---|---|---|---|---|---|---|---|---|".into());
+    for (n, interval, window) in [
+        (10, 30, 40),
+        (100, 30, 40),
+        (1000, 30, 40),
+        (10, 5, 15),
+        (100, 5, 15),
+        (1000, 5, 15),
+    ] {
+        let metrics = Arc::new(Metrics::new(""));
+        let runtime = Arc::new(Runtime::new(CallLimits::default())?);
+        let registry = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
+        registry.load_dir(&plugins_dir().join("bundled")).await?;
+        let supervisor = Supervisor::new(registry, metrics.clone(), SchedulerSettings::default());
+        let every = Some(Duration::from_secs(interval));
+        let configs = (0..n)
+            .map(|i| ClusterConfig {
+                key: ClusterKey {
+                    namespace: "bench".into(),
+                    name: format!("c{i}"),
+                },
+                seeds: endpoints.to_vec(),
+                rewrites: HashMap::new(),
+                credentials: Credentials::default(),
+                features: ["healthy", "alarm", "consistency", "request"]
+                    .iter()
+                    .map(|f| (f.to_string(), FeatureSettings { interval: every }))
+                    .collect(),
+                params: vec![("request".into(), r#"{"path":"/bench/"}"#.into())],
+                warnings: vec![],
+            })
+            .collect();
+        supervisor.apply(configs, &[], vec![]);
+        // Every schedule has run once and knows when its next run is due.
+        tokio::time::sleep(Duration::from_secs(interval + 2)).await;
+        let (text0, cpu0, t0) = (metrics.render(), cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(window)).await;
+        let (text1, cpu1, wall) = (metrics.render(), cpu_seconds(), t0.elapsed());
+        let lag = "etcd_inspector_schedule_lag_seconds";
+        let (b0, b1) = (buckets(&text0, lag), buckets(&text1, lag));
+        let runs = counter_sum(&text1, "etcd_inspector_plugin_invocations_total")
+            - counter_sum(&text0, "etcd_inspector_plugin_invocations_total");
+        let missed = counter_sum(&text1, "etcd_inspector_missed_runs_total")
+            - counter_sum(&text0, "etcd_inspector_missed_runs_total");
+        report.push(format!(
+            "| {n} | {interval} s | {window} s | {runs} | {:.1} % | {:.0} / {:.0} MiB | {} | {} | {missed} |",
+            100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
+            rss_mib("VmRSS:"),
+            rss_mib("VmHWM:"),
+            quantile(&b0, &b1, 0.5),
+            quantile(&b0, &b1, 0.99),
+        ));
+        supervisor.shutdown();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -314,6 +459,11 @@ async fn main() -> anyhow::Result<()> {
             let endpoints: Vec<String> = list.split(',').map(str::to_string).collect();
             rounds(&mut report, &endpoints).await?;
             hot_reload(&mut report, &endpoints).await?;
+            if std::env::var_os("BENCH_SCALE").is_some() {
+                scale(&mut report, &endpoints).await?;
+            } else {
+                report.push("\n(D, the scale run, skipped: BENCH_SCALE=1 make bench runs it, about 5 minutes)".into());
+            }
         }
         Err(_) => report.push("\n(B and C skipped: set BENCH_ETCD_ENDPOINTS, as scripts/bench.sh does)".into()),
     }

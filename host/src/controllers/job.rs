@@ -19,6 +19,8 @@ use crate::metrics::{CommitMode, Metrics};
 use crate::runtime::settings::OnFailure;
 use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry, Snapshot};
 
+/// How old a cluster's member list may be when an inspection starts.
+const MEMBERS_MAX_AGE: Duration = Duration::from_secs(10);
 /// Interval of a feature whose plugin is not loaded (yet).
 const MISSING_PLUGIN_RETRY: Duration = Duration::from_secs(5);
 /// Longest wait before a census or watch is tried again after a failure.
@@ -119,6 +121,8 @@ impl Job {
         let spread = first.mul_f64(rand::rng().random_range(0.0..1.0));
         tokio::time::sleep(spread).await;
         let mut missing_logged = false;
+        // When the next periodic run is due, to measure how late it starts.
+        let mut next_due: Option<TokioInstant> = None;
         loop {
             let Some(plugin) = self.plugins.get(&self.feature) else {
                 if !missing_logged {
@@ -133,8 +137,17 @@ impl Job {
                 Some(prefix) => self.watch(&plugin, &prefix).await,
                 None => {
                     let started = TokioInstant::now();
+                    if let Some(due) = next_due.take() {
+                        self.metrics.schedule_lag(
+                            &self.feature,
+                            started.saturating_duration_since(due),
+                            self.interval(&plugin),
+                        );
+                    }
                     self.invoke(&plugin, Work::Inspect).await;
-                    tokio::time::sleep_until(started + self.jittered(&plugin)).await;
+                    let due = started + self.jittered(&plugin);
+                    next_due = Some(due);
+                    tokio::time::sleep_until(due).await;
                 }
             }
         }
@@ -416,7 +429,7 @@ impl Job {
     /// `importedAddr` endpoints when none was ever known, so a probe can
     /// still report them (and why they fail).
     async fn members(&self) -> Vec<MemberInfo> {
-        match self.connection.refresh_members().await {
+        match self.connection.recent_members(MEMBERS_MAX_AGE).await {
             Ok(members) if !members.is_empty() => members,
             result => {
                 if let Err(e) = result {

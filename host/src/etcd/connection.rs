@@ -132,6 +132,8 @@ pub struct ClusterConnection {
     http: reqwest::Client,
     settings: ConnectionSettings,
     members: Mutex<Vec<MemberInfo>>,
+    /// When `members` was last read from etcd.
+    members_read: Mutex<Option<std::time::Instant>>,
     clients: Mutex<HashMap<String, Client>>,
     /// Index (into the candidate list) of the endpoint that answered last.
     preferred: AtomicUsize,
@@ -161,6 +163,7 @@ impl ClusterConnection {
             http,
             settings,
             members: Mutex::new(Vec::new()),
+            members_read: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             preferred: AtomicUsize::new(0),
         })
@@ -191,7 +194,19 @@ impl ClusterConnection {
             .map(|m| self.member_info(m.id(), m.name(), m.client_urls(), m.is_learner()))
             .collect::<Vec<_>>();
         *self.members.lock().unwrap() = members.clone();
+        *self.members_read.lock().unwrap() = Some(std::time::Instant::now());
         Ok(members)
+    }
+
+    /// The members, read again only when the last read is older than
+    /// `max_age`: a cluster's inspections share one MemberList per period
+    /// instead of each making its own (membership changes rarely).
+    pub async fn recent_members(&self, max_age: Duration) -> Result<Vec<MemberInfo>, CallError> {
+        let fresh = self.members_read.lock().unwrap().is_some_and(|t| t.elapsed() < max_age);
+        if fresh {
+            return Ok(self.members());
+        }
+        self.refresh_members().await
     }
 
     fn member_info(&self, id: u64, name: &str, urls: &[String], is_learner: bool) -> MemberInfo {

@@ -96,6 +96,8 @@ pub struct Metrics {
     load_errors: IntCounterVec,
     loaded: GaugeVec,
     reloads: IntCounterVec,
+    schedule_lag: HistogramVec,
+    missed_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -146,8 +148,27 @@ impl Metrics {
             &["plugin"],
         )
         .expect("valid metric");
+        let schedule_lag = HistogramVec::new(
+            HistogramOpts::new(
+                "etcd_inspector_schedule_lag_seconds",
+                "How late a periodic inspection started",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let missed_runs = IntCounterVec::new(
+            Opts::new(
+                "etcd_inspector_missed_runs_total",
+                "Periodic inspections skipped because one ran a whole interval late",
+            ),
+            &["plugin"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
+            Box::new(schedule_lag.clone()),
+            Box::new(missed_runs.clone()),
             Box::new(loaded.clone()),
             Box::new(reloads.clone()),
             Box::new(invocations.clone()),
@@ -166,6 +187,8 @@ impl Metrics {
             load_errors,
             loaded,
             reloads,
+            schedule_lag,
+            missed_runs,
         }
     }
 
@@ -322,6 +345,18 @@ impl Metrics {
             self.loaded.with_label_values(&[plugin, version]).set(1.0);
         } else {
             let _ = self.loaded.remove_label_values(&[plugin, version]);
+        }
+    }
+
+    /// Records how late a periodic run started; a whole interval late
+    /// means runs were missed.
+    pub fn schedule_lag(&self, plugin: &str, lag: std::time::Duration, interval: std::time::Duration) {
+        self.schedule_lag
+            .with_label_values(&[plugin])
+            .observe(lag.as_secs_f64());
+        let missed = (lag.as_secs_f64() / interval.as_secs_f64().max(1e-3)).floor() as u64;
+        if missed > 0 {
+            self.missed_runs.with_label_values(&[plugin]).inc_by(missed);
         }
     }
 
