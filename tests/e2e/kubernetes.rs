@@ -40,6 +40,24 @@ fn secret(name: &str, pki: &Pki, ca: &str) -> Secret {
     }
 }
 
+/// The cluster's Ready condition (empty until there is one).
+async fn ready_condition(
+    clusters: &Api<EtcdCluster>,
+    name: &str,
+) -> Result<etcd_inspector::cluster::crd::Condition, String> {
+    let status = clusters
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .unwrap_or_default();
+    Ok(status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap_or_default())
+}
+
 fn bundled() -> Vec<std::path::PathBuf> {
     FEATURES.iter().map(|f| plugin_file("bundled", f)).collect()
 }
@@ -194,18 +212,7 @@ async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
         .await
         .unwrap();
     wait_until("a TLS condition", Duration::from_secs(30), async || {
-        let status = clusters
-            .get("env-etcd")
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            .unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .cloned()
-            .unwrap_or_default();
+        let ready = ready_condition(&clusters, "env-etcd").await?;
         if ready.status == "False" && ready.reason == "TLSError" && ready.message.contains("UnknownIssuer") {
             Ok(())
         } else {
@@ -324,18 +331,7 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
         "a CredentialsUnavailable condition",
         Duration::from_secs(20),
         async || {
-            let status = clusters
-                .get("borrower")
-                .await
-                .map_err(|e| e.to_string())?
-                .status
-                .unwrap_or_default();
-            let ready = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .cloned()
-                .unwrap_or_default();
+            let ready = ready_condition(&clusters, "borrower").await?;
             let expected = "Secret kube-system/etcd-certs is outside the cluster's namespace default; \
                         start etcd-inspector with --allow-cross-namespace-secrets to allow it";
             if ready.reason == "CredentialsUnavailable" && ready.message == expected {
