@@ -204,18 +204,25 @@ fn spread(values: &[u64]) -> u64 {
     values.iter().max().unwrap_or(&0) - values.iter().min().unwrap_or(&0)
 }
 
-/// The largest revision gap between two Status readings of different
-/// members at the same applied index (0 when no two readings share one).
+/// The largest revision gap between two members that had applied the same
+/// raft index (0 when no two members can be compared). Status reads the
+/// revision and the applied index at slightly different moments, so one
+/// reading can straddle a write; a member's pair is trusted only when both
+/// rounds read it identically (nothing changed in between), which removes
+/// that false gap while a member that really diverged still shows.
 fn revision_gap_at_equal_applied_index(readings: &[Reading]) -> u64 {
-    let samples: Vec<(usize, &MemberStatus)> = readings
+    let stable: Vec<&MemberStatus> = readings
         .iter()
-        .enumerate()
-        .flat_map(|(i, r)| std::iter::once(&r.first).chain(r.second.as_ref()).map(move |s| (i, s)))
+        .filter_map(|r| {
+            let second = r.second.as_ref()?;
+            let same = second.raft_applied_index == r.first.raft_applied_index && second.revision == r.first.revision;
+            same.then_some(second)
+        })
         .collect();
     let mut gap = 0;
-    for (i, a) in &samples {
-        for (j, b) in &samples {
-            if i < j && a.raft_applied_index == b.raft_applied_index {
+    for (i, a) in stable.iter().enumerate() {
+        for b in &stable[i + 1..] {
+            if a.raft_applied_index == b.raft_applied_index {
                 gap = gap.max(a.revision.abs_diff(b.revision));
             }
         }
@@ -257,3 +264,45 @@ fn compare_hashes(snapshot: &ClusterSnapshot, readings: &[Reading]) -> Option<bo
 }
 
 export_plugin!(Consistency);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_inspector_sdk::testing::{FakeCluster, FakeMember};
+
+    #[test]
+    fn a_revision_gap_at_the_same_applied_index_is_divergence() {
+        let cluster = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0").progress(500, 1000, 1000))
+            .member(FakeMember::new(2, "m1").progress(503, 1000, 1000))
+            .member(FakeMember::new(3, "m2").progress(490, 990, 990));
+        let s = cluster.inspect::<Consistency>().unwrap();
+        assert_eq!(s.value(REVISION_DIFF, &[]), Some(3.0));
+        assert_eq!(s.value(APPLIED_DIFF, &[]), Some(10.0));
+    }
+
+    #[test]
+    fn different_hashes_are_a_mismatch_and_an_unreachable_member_is_not_comparable() {
+        let two = |hash| {
+            FakeCluster::new("prod")
+                .member(FakeMember::new(1, "m0"))
+                .member(FakeMember::new(2, "m1").hash(hash))
+        };
+        let s = two(8).inspect::<Consistency>().unwrap();
+        assert_eq!(
+            (s.value(HASH_CONSISTENT, &[]), s.value(HASH_NOT_COMPARABLE, &[])),
+            (Some(0.0), Some(0.0))
+        );
+        let s = two(7).inspect::<Consistency>().unwrap();
+        assert_eq!(s.value(HASH_CONSISTENT, &[]), Some(1.0));
+        let s = two(7)
+            .member(FakeMember::new(3, "m2").unreachable())
+            .inspect::<Consistency>()
+            .unwrap();
+        assert_eq!(
+            (s.value(HASH_CONSISTENT, &[]), s.value(HASH_NOT_COMPARABLE, &[])),
+            (None, Some(1.0))
+        );
+        assert_eq!(s.value(MEMBER_REACHABLE, &[("member", "m2")]), Some(0.0));
+    }
+}
