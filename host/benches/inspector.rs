@@ -224,7 +224,7 @@ async fn hot_reload(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::R
         Arc::new(Runtime::new(CallLimits::default())?),
         metrics,
     ));
-    registry.load_dir(dir.path()).await?;
+    registry.sync_dir(dir.path()).await?;
     tokio::spawn(watch_plugin_dir(
         registry.clone(),
         dir.path().to_path_buf(),
@@ -379,7 +379,7 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
         let metrics = Arc::new(Metrics::new(""));
         let runtime = Arc::new(Runtime::new(CallLimits::default())?);
         let registry = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
-        registry.load_dir(&plugins_dir().join("bundled")).await?;
+        registry.sync_dir(&plugins_dir().join("bundled")).await?;
         let supervisor = Supervisor::new(registry, metrics.clone(), SchedulerSettings::default());
         let every = Some(Duration::from_secs(interval));
         let configs = (0..n)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::cluster::manifests;
 use crate::controllers::{WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
-use crate::etcd::{ClusterConnection, ConnectionSettings};
+use crate::etcd::ConnectionSettings;
 use crate::metrics::{CommitMode, MetricKind, Metrics};
 use crate::runtime::{CallLimits, LoadedPlugin, Runtime, Snapshot};
 
@@ -73,21 +73,11 @@ pub async fn run(
             cluster.map(|c| format!(" named {c}")).unwrap_or_default()
         )
     };
-    let conn = Arc::new(ClusterConnection::new(
-        &config.key.to_string(),
-        config.seeds.clone(),
-        config.rewrites.clone(),
-        config.credentials.clone(),
-        connection,
-    )?);
-    let members = match conn.refresh_members().await {
-        Ok(m) if !m.is_empty() => m,
-        Ok(_) => conn.seed_members(),
-        Err(e) => {
-            eprintln!("MemberList failed ({e}); using importedAddr");
-            conn.seed_members()
-        }
-    };
+    let conn = Arc::new(config.connect(connection)?);
+    let (members, error) = conn.members_or_fallback(std::time::Duration::ZERO).await;
+    if let Some(e) = error {
+        eprintln!("MemberList failed ({e}); using importedAddr");
+    }
     let mut params = config.params.clone();
     if let Some(prefix) = plugin.watch_prefix() {
         // What the host's census does before it starts a watch.

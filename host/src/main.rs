@@ -232,7 +232,7 @@ impl Host {
         match &common.plugin_dir {
             Some(dir) => {
                 let loaded = plugins
-                    .load_dir(dir)
+                    .sync_dir(dir)
                     .await
                     .with_context(|| format!("--plugin-dir {}", dir.display()))?;
                 tracing::info!(loaded, dir = %dir.display(), "plugins loaded");

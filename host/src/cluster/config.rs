@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::crd::{EtcdCluster, EtcdInspection};
-use crate::etcd::Credentials;
+use crate::etcd::{ClusterConnection, ConnectionSettings, Credentials, TlsError};
 
 /// Annotation keys of the seed (§1.5).
 pub mod annotations {
@@ -79,6 +79,23 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Whether a connection made for `self` serves `other` too (same
+    /// endpoints, rewrites and credentials).
+    pub fn same_connection(&self, other: &ClusterConfig) -> bool {
+        self.seeds == other.seeds && self.rewrites == other.rewrites && self.credentials == other.credentials
+    }
+
+    /// This cluster's connections, prepared (nothing is dialled yet).
+    pub fn connect(&self, settings: ConnectionSettings) -> Result<ClusterConnection, TlsError> {
+        ClusterConnection::new(
+            &self.key.to_string(),
+            self.seeds.clone(),
+            self.rewrites.clone(),
+            self.credentials.clone(),
+            settings,
+        )
+    }
+
     /// Validates `cluster`; `inspections` are the EtcdInspections whose
     /// `spec.clusterName` names it; `credentials` resolves a `certName`.
     pub fn from_resources(

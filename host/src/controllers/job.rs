@@ -425,22 +425,11 @@ impl Job {
         self.runs.lock().unwrap().insert(self.feature.clone(), record);
     }
 
-    /// Current members; the last known ones when MemberList fails; the
-    /// `importedAddr` endpoints when none was ever known, so a probe can
-    /// still report them (and why they fail).
     async fn members(&self) -> Vec<MemberInfo> {
-        match self.connection.recent_members(MEMBERS_MAX_AGE).await {
-            Ok(members) if !members.is_empty() => members,
-            result => {
-                if let Err(e) = result {
-                    tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
-                }
-                let known = self.connection.members();
-                if !known.is_empty() {
-                    return known;
-                }
-                self.connection.seed_members()
-            }
+        let (members, error) = self.connection.members_or_fallback(MEMBERS_MAX_AGE).await;
+        if let Some(e) = error {
+            tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
         }
+        members
     }
 }

@@ -114,7 +114,7 @@ impl Supervisor {
             }
             let reuse = clusters
                 .get(&config.key)
-                .is_some_and(|e| same_connection(&e.config, &config));
+                .is_some_and(|e| e.config.same_connection(&config));
             if !reuse {
                 if let Some(old) = clusters.remove(&config.key) {
                     tracing::info!(cluster = %config.key, "cluster connection settings changed; reconnecting");
@@ -177,13 +177,7 @@ impl Supervisor {
     }
 
     fn new_entry(&self, config: &ClusterConfig) -> Result<ClusterEntry, crate::etcd::TlsError> {
-        let connection = ClusterConnection::new(
-            &config.key.to_string(),
-            config.seeds.clone(),
-            config.rewrites.clone(),
-            config.credentials.clone(),
-            self.settings.connection.clone(),
-        )?;
+        let connection = config.connect(self.settings.connection.clone())?;
         Ok(ClusterEntry {
             config: config.clone(),
             connection: Arc::new(connection),
@@ -243,8 +237,4 @@ impl Supervisor {
             self.metrics.forget(&feature, &entry.config.key.name);
         }
     }
-}
-
-fn same_connection(a: &ClusterConfig, b: &ClusterConfig) -> bool {
-    a.seeds == b.seeds && a.rewrites == b.rewrites && a.credentials == b.credentials
 }

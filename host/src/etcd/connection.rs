@@ -198,6 +198,21 @@ impl ClusterConnection {
         Ok(members)
     }
 
+    /// The members an inspection runs against: read at most every
+    /// `max_age`; the last known ones when MemberList fails; the
+    /// `importedAddr` endpoints when none was ever known, so a probe can
+    /// still report them (and why they fail). A MemberList error comes back
+    /// for the caller to report.
+    pub async fn members_or_fallback(&self, max_age: Duration) -> (Vec<MemberInfo>, Option<CallError>) {
+        let error = match self.recent_members(max_age).await {
+            Ok(members) if !members.is_empty() => return (members, None),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        let known = self.members();
+        (if known.is_empty() { self.seed_members() } else { known }, error)
+    }
+
     /// The members, read again only when the last read is older than
     /// `max_age`: a cluster's inspections share one MemberList per period
     /// instead of each making its own (membership changes rarely).

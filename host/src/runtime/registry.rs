@@ -136,11 +136,6 @@ impl PluginRegistry {
         self.files.lock().unwrap().values().map(|f| f.status.clone()).collect()
     }
 
-    /// Same as [`Self::sync_dir`]; kept for the first load at start-up.
-    pub async fn load_dir(&self, dir: &Path) -> std::io::Result<usize> {
-        self.sync_dir(dir).await
-    }
-
     /// Reconciles the active set with the `*.wasm` files of `dir` (dotfiles
     /// and directories skipped, links followed). Returns how many plugins
     /// are active afterwards.

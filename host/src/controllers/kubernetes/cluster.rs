@@ -48,23 +48,11 @@ impl Context {
     fn connection(&self, config: &ClusterConfig) -> Result<Arc<ClusterConnection>, String> {
         let mut connections = self.connections.lock().unwrap();
         if let Some((known, c)) = connections.get(&config.key) {
-            if known.seeds == config.seeds
-                && known.rewrites == config.rewrites
-                && known.credentials == config.credentials
-            {
+            if known.same_connection(config) {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(
-            ClusterConnection::new(
-                &config.key.to_string(),
-                config.seeds.clone(),
-                config.rewrites.clone(),
-                config.credentials.clone(),
-                self.connection.clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let c = Arc::new(config.connect(self.connection.clone()).map_err(|e| e.to_string())?);
         connections.insert(config.key.clone(), (config.clone(), c.clone()));
         Ok(c)
     }
