@@ -110,6 +110,15 @@ enum MetricNames {
     Kstone,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InstanceAllocation {
+    /// Reserved slots reused call after call (falls back to on-demand when
+    /// the address space cannot be reserved).
+    Pooling,
+    /// Fresh memory mappings for every call.
+    OnDemand,
+}
+
 #[derive(clap::Args)]
 struct StandaloneArgs {
     /// Directory of EtcdCluster and EtcdInspection YAML files.
@@ -154,6 +163,26 @@ struct CommonArgs {
     /// Inspections running at once across all clusters.
     #[arg(long, default_value_t = 64)]
     max_concurrent_inspections: usize,
+    /// Where plugin instances get their memory, tables and stacks.
+    #[arg(long, value_enum, default_value_t = InstanceAllocation::Pooling)]
+    instance_allocation: InstanceAllocation,
+}
+
+/// Instances alive at once beyond the inspections: plugins being loaded
+/// (describe) while inspections run.
+const LOADING_SLOTS: u32 = 16;
+
+fn plugin_runtime(common: &CommonArgs, limits: CallLimits) -> anyhow::Result<Runtime> {
+    if common.instance_allocation == InstanceAllocation::OnDemand {
+        return Runtime::new(limits);
+    }
+    let slots = u32::try_from(common.max_concurrent_inspections.max(1))
+        .unwrap_or(u32::MAX)
+        .saturating_add(LOADING_SLOTS);
+    Runtime::with_pooling(limits.clone(), Some(slots)).or_else(|e| {
+        tracing::warn!(slots, "cannot reserve the instance pool ({e:#}); allocating on demand");
+        Runtime::new(limits)
+    })
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
@@ -215,7 +244,7 @@ impl Host {
             timeout: seconds("plugin-timeout", common.plugin_timeout)?,
             memory_bytes: common.plugin_memory_mib.max(1) << 20,
         };
-        let mut runtime = Runtime::new(limits)?;
+        let mut runtime = plugin_runtime(common, limits)?;
         if let Some(dir) = &common.plugin_cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("--plugin-cache-dir {}", dir.display()))?;
             runtime = runtime.with_cache_dir(dir.clone());

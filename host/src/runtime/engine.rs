@@ -12,17 +12,19 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn new_engine(pooling: Option<u32>) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
-    // Pre-reserved instance slots: cheaper instantiation, at the cost of
-    // reserved address space (which some small or ARM nodes lack), so it
-    // is opt-in.
+    // Pre-reserved instance slots, reused call after call: no mmap/munmap
+    // (and the TLB shootdowns they cost on every core) per call. It costs
+    // address space only (4 GiB per memory slot, never touched unless used),
+    // which some nodes limit; the caller falls back to on-demand then.
+    // The per-call memory limit stays with the Store's limiter, so
+    // memories may grow to wasmtime's default maximum here.
     if let Some(slots) = pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 4)
+            .total_core_instances(slots * 8)
             .total_memories(slots * 2)
             .total_tables(slots * 4)
-            .total_stacks(slots)
-            .max_memory_size(64 << 20);
+            .total_stacks(slots);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     // Guests run inside tokio tasks; a deep guest stack must trap, not overflow ours.
