@@ -134,7 +134,8 @@ impl Job {
             };
             missing_logged = false;
             match self.watch_prefix(&plugin) {
-                Some(prefix) => self.watch(&plugin, &prefix).await,
+                // Boxed, like invoke: only watching jobs need its state.
+                Some(prefix) => Box::pin(self.watch(&plugin, &prefix)).await,
                 None => {
                     let started = TokioInstant::now();
                     if let Some(due) = next_due.take() {
@@ -199,7 +200,9 @@ impl Job {
         };
         let mut recount_at = TokioInstant::now() + self.jittered(plugin);
         loop {
-            let mut stream = match self.connection.watch(prefix.as_bytes(), counted + 1).await {
+            // Boxed (as are census's calls): this loop lives as long as the
+            // watch, and these etcd calls' futures are KiBs each.
+            let mut stream = match Box::pin(self.connection.watch(prefix.as_bytes(), counted + 1)).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(cluster = %self.cluster, feature = %self.feature, "watch failed to open: {e}");
@@ -282,7 +285,7 @@ impl Job {
     async fn census(&self, plugin: &LoadedPlugin, prefix: &str, revision: Option<u64>) -> Option<u64> {
         let revision = match revision {
             Some(r) => r,
-            None => match self.connection.current_revision().await {
+            None => match Box::pin(self.connection.current_revision()).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.record_failure(
@@ -307,7 +310,7 @@ impl Job {
             return Some(revision);
         }
         // A census at an old revision fails once it is compacted: count now.
-        match self.connection.current_revision().await {
+        match Box::pin(self.connection.current_revision()).await {
             Ok(now) if now != revision => self
                 .invoke(
                     plugin,
@@ -323,7 +326,15 @@ impl Job {
     }
 
     /// One call of the plugin, its commit and its accounting. True on success.
+    ///
+    /// Boxed: a call's future (wasmtime, etcd and HTTP state) is several KiB,
+    /// and unboxed it would be part of every job's task for its whole life,
+    /// although a job spends nearly all of it asleep between calls.
     async fn invoke(&self, plugin: &LoadedPlugin, work: Work) -> bool {
+        Box::pin(self.invoke_now(plugin, work)).await
+    }
+
+    async fn invoke_now(&self, plugin: &LoadedPlugin, work: Work) -> bool {
         let settings = self.plugins.settings(&self.feature);
         if let Some(until) = self.breaker.lock().unwrap().open_until(plugin) {
             let left = until.saturating_duration_since(TokioInstant::now());
@@ -431,5 +442,46 @@ impl Job {
             tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
         }
         members
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::{ConnectionSettings, Credentials};
+    use crate::runtime::{CallLimits, Runtime};
+
+    /// Thousands of jobs sleep at any moment; each task holds its future
+    /// at its largest state, so the calls it makes must live on the heap.
+    #[test]
+    fn an_idle_job_is_small() {
+        let metrics = Arc::new(Metrics::new(""));
+        let runtime = Arc::new(Runtime::new(CallLimits::default()).unwrap());
+        let connection = ClusterConnection::new(
+            "ns/c",
+            vec!["http://127.0.0.1:9".into()],
+            Default::default(),
+            Credentials::default(),
+            ConnectionSettings::default(),
+        )
+        .unwrap();
+        let job = Job {
+            cluster: ClusterKey {
+                namespace: "ns".into(),
+                name: "c".into(),
+            },
+            feature: "healthy".into(),
+            interval: None,
+            params: vec![],
+            connection: Arc::new(connection),
+            plugins: Arc::new(PluginRegistry::new(runtime, metrics.clone())),
+            metrics,
+            permits: Arc::new(Semaphore::new(1)),
+            runs: Arc::default(),
+            state: Mutex::new(None),
+            breaker: Mutex::default(),
+        };
+        let size = std::mem::size_of_val(&job.run());
+        assert!(size <= 1024, "a job's task holds {size} bytes");
     }
 }
