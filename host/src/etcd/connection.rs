@@ -3,13 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
+use tokio::sync::OnceCell;
 use url::Url;
 
 use super::{error_chain, tls, Credentials, TlsError};
+
+/// HTTP/2 pings on idle member channels, so a dead member is noticed
+/// between inspections rather than by the next one.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// Settings shared by every connection.
 #[derive(Clone, Debug)]
@@ -130,11 +135,13 @@ pub struct ClusterConnection {
     rewrites: HashMap<String, String>,
     creds: Credentials,
     http: reqwest::Client,
+    /// TLS for the gRPC channels (ALPN h2), shared by the members.
+    grpc_tls: Arc<rustls::ClientConfig>,
     settings: ConnectionSettings,
     members: Mutex<Vec<MemberInfo>>,
     /// When `members` was last read from etcd.
     members_read: Mutex<Option<std::time::Instant>>,
-    clients: Mutex<HashMap<String, Client>>,
+    clients: Mutex<HashMap<String, Arc<OnceCell<Client>>>>,
     /// Index (into the candidate list) of the endpoint that answered last.
     preferred: AtomicUsize,
 }
@@ -148,11 +155,19 @@ impl ClusterConnection {
         creds: Credentials,
         settings: ConnectionSettings,
     ) -> Result<Self, TlsError> {
+        let tls = tls::rustls_config(&creds)?;
+        let mut grpc_tls = tls.clone();
+        grpc_tls.alpn_protocols = vec![b"h2".to_vec()];
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls::rustls_config(&creds)?)
+            .use_preconfigured_tls(tls)
             .timeout(settings.call_timeout)
             .connect_timeout(settings.call_timeout)
-            .pool_max_idle_per_host(1)
+            // Each probe connects afresh, as `etcdctl endpoint health`
+            // does (so it also proves the member accepts connections):
+            // kept open, thousands of members' idle HTTP/1 connections
+            // held about 25 KiB of buffers each between probes (70 MiB at
+            // 1000 clusters; bench/HISTORY.md).
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| TlsError::Config(error_chain(&e)))?;
         Ok(ClusterConnection {
@@ -161,6 +176,7 @@ impl ClusterConnection {
             rewrites,
             creds,
             http,
+            grpc_tls: Arc::new(grpc_tls),
             settings,
             members: Mutex::new(Vec::new()),
             members_read: Mutex::new(None),
@@ -512,55 +528,79 @@ impl ClusterConnection {
         }
     }
 
-    /// The client for one endpoint, connected (and authenticated) on first use.
+    /// The client for one endpoint, connected (and authenticated) on first
+    /// use. A cluster's inspections start together: one of them connects
+    /// while the others wait for its client, rather than each making its own
+    /// channel and Authenticate call (bcrypt on the server) to be dropped.
     async fn client_for(&self, endpoint: &str) -> Result<Client, CallError> {
         self.check_endpoint(endpoint)?;
-        if let Some(client) = self.clients.lock().unwrap().get(endpoint) {
-            return Ok(client.clone());
-        }
+        let cell = self
+            .clients
+            .lock()
+            .unwrap()
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone();
+        // A failed connect leaves the cell empty for the next caller to retry.
+        cell.get_or_try_init(|| self.connect(endpoint)).await.cloned()
+    }
+
+    async fn connect(&self, endpoint: &str) -> Result<Client, CallError> {
         let timeout = self.settings.call_timeout;
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(10), timeout);
+        let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.creds.user {
             options = options.with_user(user.clone(), password.clone());
         }
         let connect = async {
-            if !endpoint.starts_with("https://") {
-                Client::connect([endpoint], Some(options)).await
-            } else if self.creds.skip_server_verification {
-                let channel = unverified_channel(endpoint, &self.creds, timeout)?;
-                Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await
-            } else {
-                Client::connect([endpoint], Some(options.with_tls(tls::grpc_tls_options(&self.creds)))).await
-            }
+            let channel = grpc_channel(endpoint, &self.grpc_tls, timeout)?;
+            Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await
         };
-        let client = self.bounded(connect).await.map_err(|e| match e {
+        self.bounded(connect).await.map_err(|e| match e {
             CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
             CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
             other => other,
-        })?;
-        self.clients
-            .lock()
-            .unwrap()
-            .insert(endpoint.to_string(), client.clone());
-        Ok(client)
+        })
     }
 }
 
-/// A gRPC channel to an https endpoint whose server certificate is not
-/// verified (the cluster's explicit opt-out): tonic's own TLS always
-/// verifies, so TLS is done here with rustls and handed to tonic as a plain
-/// connection.
-fn unverified_channel(
+/// One member's gRPC channel, connected on first use. A plain tonic
+/// channel: `Client::connect` would wrap every endpoint in a load balancer
+/// (a discovery queue, a ready cache and a worker task, about 23 KiB a
+/// member), and each of our clients talks to exactly one member.
+fn grpc_channel(
     endpoint: &str,
-    creds: &Credentials,
+    tls: &Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<tonic::transport::Channel, etcd_client::Error> {
-    let mut config = tls::rustls_config(creds).map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    if endpoint.starts_with("https://") {
+        return tls_channel(endpoint, tls.clone(), timeout);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?;
+    Ok(with_timeouts(channel, timeout).connect_lazy())
+}
+
+/// The timeouts and keep-alive every member channel uses.
+fn with_timeouts(endpoint: tonic::transport::Endpoint, timeout: Duration) -> tonic::transport::Endpoint {
+    endpoint
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .keep_alive_while_idle(true)
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(timeout)
+}
+
+/// A gRPC channel to an https endpoint, TLS done by rustls with the
+/// cluster's configuration (verified against its CA, or not at all when the
+/// cluster opted out: tonic's own TLS cannot do the latter) and handed to
+/// tonic as a plain connection. One configuration serves all of a
+/// cluster's members, where tonic would build one per channel, each with
+/// its own session cache.
+fn tls_channel(
+    endpoint: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, etcd_client::Error> {
+    let connector = tokio_rustls::TlsConnector::from(config);
     let connect = tower::service_fn(move |uri: http::Uri| {
         let connector = connector.clone();
         async move {
@@ -579,10 +619,7 @@ fn unverified_channel(
         }
     });
     let plain = endpoint.replacen("https://", "http://", 1);
-    Ok(tonic::transport::Endpoint::from_shared(plain)?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect_with_connector_lazy(connect))
+    Ok(with_timeouts(tonic::transport::Endpoint::from_shared(plain)?, timeout).connect_with_connector_lazy(connect))
 }
 
 /// An open watch stream.
