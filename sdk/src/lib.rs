@@ -421,10 +421,16 @@ impl<P: Plugin> bindings::exports::etcd_inspector::plugin::watcher::Guest for Ad
 /// ```ignore
 /// etcd_inspector_sdk::export_plugin!(MyPlugin);
 /// ```
+///
+/// It exports only when building for wasm: natively the plugin is a plain
+/// library (its tests, or a benchmark calling it directly), and the
+/// component's export names cannot be linked into a native shared library.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        #[cfg(target_family = "wasm")]
         type __EtcdInspectorPlugin = $crate::Adapter<$plugin>;
+        #[cfg(target_family = "wasm")]
         $crate::bindings::__export_bindings!(__EtcdInspectorPlugin with_types_in $crate::bindings);
     };
 }
