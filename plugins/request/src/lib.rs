@@ -36,7 +36,8 @@ const MAX_CENSUS_CALLS: usize = 20_000;
 
 type Labels = (String, String);
 
-struct Request;
+/// The plugin (public so the host's benchmark can run it natively).
+pub struct Request;
 
 impl Plugin for Request {
     fn describe() -> PluginInfo {
@@ -87,38 +88,64 @@ impl Plugin for Request {
     fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
         let settings = Settings::from(&snapshot);
         let mut admitted = Admitted::load();
-        let mut keys: BTreeMap<Labels, i64> = BTreeMap::new();
-        let mut requests: BTreeMap<(&str, Labels), u64> = BTreeMap::new();
+        // Labels depend only on a key's directories, and a batch's keys
+        // share few of them: each directory is classified once, and events
+        // are counted per admitted label pair without allocating.
+        let mut by_dir: BTreeMap<&[u8], usize> = BTreeMap::new();
+        let mut totals: Vec<(Labels, Delta)> = Vec::new();
         for event in &events {
-            let labels = admitted.admit(classify(&event.key, settings.depth).0, settings.max_resources);
-            let method = match event.kind {
+            let dir = match event.key.iter().rposition(|&b| b == b'/') {
+                Some(slash) => &event.key[..slash],
+                None => &[][..],
+            };
+            let index = *by_dir.entry(dir).or_insert_with(|| {
+                let labels = admitted.admit(classify(&event.key, settings.depth).0, settings.max_resources);
+                totals.iter().position(|(l, _)| *l == labels).unwrap_or_else(|| {
+                    totals.push((labels, Delta::default()));
+                    totals.len() - 1
+                })
+            });
+            let delta = &mut totals[index].1;
+            match event.kind {
                 EventKind::Put => {
+                    delta.puts += 1;
                     if event.create_revision == event.mod_revision {
-                        *keys.entry(labels.clone()).or_default() += 1;
+                        delta.keys += 1;
                     }
-                    "PUT"
                 }
                 EventKind::Delete => {
-                    *keys.entry(labels.clone()).or_default() -= 1;
-                    "Delete"
+                    delta.deletes += 1;
+                    delta.keys -= 1;
                 }
-            };
-            *requests.entry((method, labels)).or_default() += 1;
+            }
         }
         admitted.save()?;
-        let keys = keys.into_iter().filter(|(_, d)| *d != 0).map(|((p, r), delta)| {
-            Sample::new(KEY_TOTAL, delta as f64)
-                .label("etcdPrefix", p)
-                .label("resourceName", r)
-        });
-        let requests = requests.into_iter().map(|((method, (p, r)), n)| {
-            Sample::new(REQUEST_TOTAL, n as f64)
-                .label("grpcMethod", method)
-                .label("etcdPrefix", p)
-                .label("resourceName", r)
-        });
-        Ok(keys.chain(requests).collect())
+        let mut samples = Vec::new();
+        for ((prefix, resource), delta) in totals {
+            let sample = |metric: &str, value: f64| {
+                Sample::new(metric, value)
+                    .label("etcdPrefix", prefix.clone())
+                    .label("resourceName", resource.clone())
+            };
+            if delta.keys != 0 {
+                samples.push(sample(KEY_TOTAL, delta.keys as f64));
+            }
+            for (method, n) in [("PUT", delta.puts), ("Delete", delta.deletes)] {
+                if n > 0 {
+                    samples.push(sample(REQUEST_TOTAL, n as f64).label("grpcMethod", method));
+                }
+            }
+        }
+        Ok(samples)
     }
+}
+
+/// What one batch changed for one label pair.
+#[derive(Default)]
+struct Delta {
+    keys: i64,
+    puts: u64,
+    deletes: u64,
 }
 
 struct Settings {
