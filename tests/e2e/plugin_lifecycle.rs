@@ -368,3 +368,26 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
     )
     .await;
 }
+
+/// A node that cannot reserve the instance pool's address space still runs
+/// plugins: the host falls back to allocating instances on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_address_space_for_the_pool_plugins_run_on_demand() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let manifests = healthy_cluster(&etcd.members[0].client_url);
+    // The default pool reserves hundreds of GiB; 32 GiB leaves room for a
+    // few on-demand instances (about 4 GiB each) only.
+    let host = Host::start_in_address_space(32 << 30, &[plugin_file("bundled", "healthy")], &manifests).await;
+    wait_until("healthy reads 1", Duration::from_secs(20), async || {
+        match host.scrape().await.get(HEALTHY, &[("clusterName", "prod")]) {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        host.log().contains("cannot reserve the instance pool"),
+        "{}",
+        host.log()
+    );
+}

@@ -30,7 +30,20 @@ impl Host {
         }
         let mut args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
         args.extend(extra.iter().map(OsString::from));
-        Host::launch(dir, plugins, args).await
+        Host::launch(dir, plugins, args, None).await
+    }
+
+    /// [`Host::start`] with the process's address space limited to `bytes`
+    /// (RLIMIT_AS), as on nodes that cannot reserve much of it.
+    pub async fn start_in_address_space(bytes: u64, plugins: &[PathBuf], manifests: &[(&str, String)]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest_dir = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifest_dir).unwrap();
+        for (name, body) in manifests {
+            std::fs::write(manifest_dir.join(name), body).unwrap();
+        }
+        let args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
+        Host::launch(dir, plugins, args, Some(bytes)).await
     }
 
     /// Starts the host in Kubernetes mode (`run`) against `kubeconfig`.
@@ -38,10 +51,15 @@ impl Host {
         let dir = tempfile::tempdir().unwrap();
         let mut args: Vec<OsString> = vec!["run".into(), "--kubeconfig".into(), kubeconfig.into()];
         args.extend(extra.iter().map(OsString::from));
-        Host::launch(dir, plugins, args).await
+        Host::launch(dir, plugins, args, None).await
     }
 
-    async fn launch(dir: tempfile::TempDir, plugins: &[PathBuf], args: Vec<OsString>) -> Host {
+    async fn launch(
+        dir: tempfile::TempDir,
+        plugins: &[PathBuf],
+        args: Vec<OsString>,
+        address_space: Option<u64>,
+    ) -> Host {
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).unwrap();
         for p in plugins {
@@ -55,7 +73,18 @@ impl Host {
         } else {
             vec!["--plugin-dir".into(), plugin_dir.into()]
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_etcd-inspector"));
+        if let Some(bytes) = address_space {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .args(&args)
             .args(&own_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
