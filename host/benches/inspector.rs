@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etcd_inspector::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
+use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
 use etcd_inspector::etcd::{ClusterConnection, ConnectionSettings, Credentials, MemberInfo, WatchEvent};
 use etcd_inspector::metrics::{CommitMode, Metrics, SampleValue};
 use etcd_inspector::runtime::{watch_plugin_dir, CallLimits, LoadedPlugin, PluginRegistry, Runtime, Snapshot};
@@ -43,6 +45,39 @@ fn host_runtime() -> anyhow::Result<Arc<Runtime>> {
         CallLimits::default(),
         Some(HOST_SLOTS),
     )?))
+}
+
+/// The bundled plugins under a supervisor, as the host runs them.
+async fn supervised_host(metrics: &Arc<Metrics>) -> anyhow::Result<Supervisor> {
+    let registry = Arc::new(PluginRegistry::new(host_runtime()?, metrics.clone()));
+    registry.sync_dir(&plugins_dir().join("bundled")).await?;
+    Ok(Supervisor::new(registry, metrics.clone(), SchedulerSettings::default()))
+}
+
+/// A cluster on the local etcd running `features` every `interval` (the
+/// plugins' own when `None`), request watching `request_path`.
+fn bench_cluster(
+    name: &str,
+    endpoints: &[String],
+    features: &[&str],
+    interval: Option<Duration>,
+    request_path: &str,
+) -> ClusterConfig {
+    ClusterConfig {
+        key: ClusterKey {
+            namespace: "bench".into(),
+            name: name.into(),
+        },
+        seeds: endpoints.to_vec(),
+        rewrites: HashMap::new(),
+        credentials: Credentials::default(),
+        features: features
+            .iter()
+            .map(|f| (f.to_string(), FeatureSettings { interval }))
+            .collect(),
+        params: vec![("request".into(), format!(r#"{{"path":"{request_path}"}}"#))],
+        warnings: vec![],
+    }
 }
 
 fn plugins_dir() -> PathBuf {
@@ -478,26 +513,11 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
     ));
 
     // The whole host path under a writer.
-    use etcd_inspector::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
-    use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
     let prefix = format!("/bench-e-{}/", std::process::id());
     let metrics = Arc::new(Metrics::new(""));
-    let registry = Arc::new(PluginRegistry::new(host_runtime()?, metrics.clone()));
-    registry.sync_dir(&plugins_dir().join("bundled")).await?;
-    let supervisor = Supervisor::new(registry, metrics.clone(), SchedulerSettings::default());
+    let supervisor = supervised_host(&metrics).await?;
     supervisor.apply(
-        vec![ClusterConfig {
-            key: ClusterKey {
-                namespace: "bench".into(),
-                name: "e".into(),
-            },
-            seeds: endpoints.to_vec(),
-            rewrites: HashMap::new(),
-            credentials: Credentials::default(),
-            features: [("request".to_string(), FeatureSettings { interval: None })].into(),
-            params: vec![("request".into(), format!(r#"{{"path":"{prefix}"}}"#))],
-            warnings: vec![],
-        }],
+        vec![bench_cluster("e", endpoints, &["request"], None, &prefix)],
         &[],
         vec![],
     );
@@ -627,10 +647,9 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
     Ok(())
 }
 
+/// CPU seconds of the processes etcdctl ran as (the children waited for).
 fn children_cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(usage.user_time()) + t(usage.system_time())
+    rusage_seconds(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
 }
 
 /// E: what many operators run today — etcdctl endpoint health, endpoint
@@ -770,7 +789,11 @@ fn counter_sum(text: &str, name: &str) -> f64 {
 }
 
 fn cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    rusage_seconds(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+fn rusage_seconds(who: nix::sys::resource::UsageWho) -> f64 {
+    let usage = nix::sys::resource::getrusage(who).unwrap();
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(usage.user_time()) + t(usage.system_time())
 }
@@ -789,8 +812,6 @@ fn rss_mib(field: &str) -> f64 {
 }
 
 async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
-    use etcd_inspector::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
-    use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
     report.push("\n## F. Scale: N clusters × 4 plugins on one local etcd\n".into());
     report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | lag p50 | lag p99 | missed runs |".into());
     report.push("|---|---|---|---|---|---|---|---|---|".into());
@@ -820,26 +841,11 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
     };
     for (n, interval, window) in runs {
         let metrics = Arc::new(Metrics::new(""));
-        let registry = Arc::new(PluginRegistry::new(host_runtime()?, metrics.clone()));
-        registry.sync_dir(&plugins_dir().join("bundled")).await?;
-        let supervisor = Supervisor::new(registry, metrics.clone(), SchedulerSettings::default());
+        let supervisor = supervised_host(&metrics).await?;
         let every = Some(Duration::from_secs(interval));
+        let features = ["healthy", "alarm", "consistency", "request"];
         let configs = (0..n)
-            .map(|i| ClusterConfig {
-                key: ClusterKey {
-                    namespace: "bench".into(),
-                    name: format!("c{i}"),
-                },
-                seeds: endpoints.to_vec(),
-                rewrites: HashMap::new(),
-                credentials: Credentials::default(),
-                features: ["healthy", "alarm", "consistency", "request"]
-                    .iter()
-                    .map(|f| (f.to_string(), FeatureSettings { interval: every }))
-                    .collect(),
-                params: vec![("request".into(), r#"{"path":"/bench/"}"#.into())],
-                warnings: vec![],
-            })
+            .map(|i| bench_cluster(&format!("c{i}"), endpoints, &features, every, "/bench/"))
             .collect();
         supervisor.apply(configs, &[], vec![]);
         // Every schedule has run once and knows when its next run is due.

@@ -22,6 +22,21 @@ impl Host {
     /// plugin directory, `manifests` (file name, YAML) in its manifest
     /// directory, and extra flags.
     pub async fn start(plugins: &[PathBuf], manifests: &[(&str, String)], extra: &[&str]) -> Host {
+        Host::standalone(plugins, manifests, extra, None).await
+    }
+
+    /// [`Host::start`] with the process's address space limited to `bytes`
+    /// (RLIMIT_AS), as on nodes that cannot reserve much of it.
+    pub async fn start_in_address_space(bytes: u64, plugins: &[PathBuf], manifests: &[(&str, String)]) -> Host {
+        Host::standalone(plugins, manifests, &[], Some(bytes)).await
+    }
+
+    async fn standalone(
+        plugins: &[PathBuf],
+        manifests: &[(&str, String)],
+        extra: &[&str],
+        address_space: Option<u64>,
+    ) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let manifest_dir = dir.path().join("manifests");
         std::fs::create_dir_all(&manifest_dir).unwrap();
@@ -30,20 +45,7 @@ impl Host {
         }
         let mut args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
         args.extend(extra.iter().map(OsString::from));
-        Host::launch(dir, plugins, args, None).await
-    }
-
-    /// [`Host::start`] with the process's address space limited to `bytes`
-    /// (RLIMIT_AS), as on nodes that cannot reserve much of it.
-    pub async fn start_in_address_space(bytes: u64, plugins: &[PathBuf], manifests: &[(&str, String)]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest_dir = dir.path().join("manifests");
-        std::fs::create_dir_all(&manifest_dir).unwrap();
-        for (name, body) in manifests {
-            std::fs::write(manifest_dir.join(name), body).unwrap();
-        }
-        let args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
-        Host::launch(dir, plugins, args, Some(bytes)).await
+        Host::launch(dir, plugins, args, address_space).await
     }
 
     /// Starts the host in Kubernetes mode (`run`) against `kubeconfig`.
