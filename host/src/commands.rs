@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::cluster::manifests;
-use crate::controllers::{WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
+use crate::controllers::invocation::{self, Invocation, Work};
 use crate::etcd::ConnectionSettings;
-use crate::metrics::{CommitMode, MetricKind, Metrics};
-use crate::runtime::{CallLimits, LoadedPlugin, Runtime, Snapshot};
+use crate::metrics::{MetricKind, Metrics};
+use crate::runtime::{LoadedPlugin, Outcome, Runtime};
 
 /// Loads and validates a plugin as the host would; describes it.
 pub async fn check(runtime: &Runtime, file: &Path) -> anyhow::Result<(LoadedPlugin, String)> {
@@ -20,9 +20,6 @@ pub async fn check(runtime: &Runtime, file: &Path) -> anyhow::Result<(LoadedPlug
         .load(bytes)
         .await
         .map_err(|e| anyhow::anyhow!("{}: rejected: {e}", file.display()))?;
-    Metrics::new("")
-        .register_plugin(&plugin.info.name, &plugin.info.metrics)
-        .map_err(|e| anyhow::anyhow!("{}: rejected: invalid description: {e}", file.display()))?;
     let info = &plugin.info;
     let mut out = String::new();
     let _ = writeln!(out, "{}: ok", file.display());
@@ -74,32 +71,38 @@ pub async fn run(
         )
     };
     let conn = Arc::new(config.connect(connection)?);
-    let (members, error) = conn.members_or_fallback(std::time::Duration::ZERO).await;
-    if let Some(e) = error {
-        eprintln!("MemberList failed ({e}); using importedAddr");
-    }
-    let mut params = config.params.clone();
-    if let Some(prefix) = plugin.watch_prefix() {
-        // What the host's census does before it starts a watch.
-        params.push((WATCH_PREFIX_PARAM.into(), prefix.to_string()));
-        params.push((WATCH_REVISION_PARAM.into(), conn.current_revision().await?.to_string()));
-    }
-    let snapshot = Snapshot {
-        name: config.key.name.clone(),
-        namespace: config.key.namespace.clone(),
-        members,
-        params,
+    // What the host's census does before it starts a watch, at the prefix
+    // the cluster's annotation sets.
+    let work = match invocation::watch_prefix(&plugin, &config.params) {
+        Some((prefix, warning)) => {
+            if let Some(warning) = warning {
+                eprintln!("{warning}");
+            }
+            let revision = conn.current_revision().await?;
+            Work::Census { prefix, revision }
+        }
+        None => Work::Inspect,
     };
-    let limits = CallLimits::default();
-    let done = runtime
-        .inspect(&plugin, conn, snapshot, None, &limits)
-        .await
-        .map_err(|f| anyhow::anyhow!("inspection failed: {f}"))?;
     let metrics = Metrics::new("");
     metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
-    metrics
-        .commit(&plugin.info.name, &config.key.name, &done.samples, CommitMode::Replace)
-        .map_err(|e| anyhow::anyhow!("the host would reject these samples: {e}"))?;
+    let done = Invocation {
+        runtime,
+        metrics: &metrics,
+        plugin: &plugin,
+        cluster: &config.key,
+        connection: &conn,
+        params: &config.params,
+        limits: runtime.limits().clone(),
+        state: None,
+    }
+    .run(work)
+    .await;
+    if let Some(e) = &done.members_error {
+        eprintln!("MemberList failed ({e}); using importedAddr");
+    }
+    if done.outcome != Outcome::Ok {
+        bail!("inspection failed: {}: {}", done.outcome.as_str(), done.message);
+    }
     let text = metrics.render();
     Ok(text
         .lines()

@@ -7,6 +7,7 @@
 //! - [`metrics`]: the registry plugins report into.
 //! - [`controllers`]: which clusters run, and their schedules.
 //! - [`http`]: `/metrics`, `/health`, `/plugins`, `/`.
+//! - [`text`]: outside text made safe for logs, Events and pages.
 //! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
 pub mod cluster;
@@ -16,3 +17,4 @@ pub mod etcd;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
+pub mod text;

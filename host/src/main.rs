@@ -12,7 +12,7 @@ use etcd_inspector::controllers::{SchedulerSettings, Supervisor};
 use etcd_inspector::etcd::ConnectionSettings;
 use etcd_inspector::http::{router, AppState};
 use etcd_inspector::metrics::Metrics;
-use etcd_inspector::runtime::settings::SettingsFile;
+use etcd_inspector::runtime::settings::{SettingsFile, MAX_MEMORY_MIB};
 use etcd_inspector::runtime::{watch_plugin_dir, CallLimits, PluginRegistry, Runtime};
 
 #[derive(Parser)]
@@ -185,11 +185,15 @@ fn plugin_runtime(common: &CommonArgs, limits: CallLimits) -> anyhow::Result<Run
     })
 }
 
+/// A flag's seconds, bounded so that no deadline computed from it overflows.
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    const MAX_SECONDS: f64 = 365.0 * 86400.0;
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--{flag}: expected a positive number of seconds, got {value}"))
+        .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
+        .with_context(|| {
+            format!("--{flag}: expected a number of seconds above 0 and at most {MAX_SECONDS}, got {value}")
+        })
 }
 
 /// Errors end the process with their message and causes, never a backtrace.
@@ -240,9 +244,15 @@ impl Host {
             MetricNames::Kstone => "kstone_",
         };
         let metrics = Arc::new(Metrics::new(prefix));
+        anyhow::ensure!(
+            (1..=MAX_MEMORY_MIB).contains(&common.plugin_memory_mib),
+            "--plugin-memory-mib: expected 1 to {MAX_MEMORY_MIB}, got {}",
+            common.plugin_memory_mib
+        );
         let limits = CallLimits {
             timeout: seconds("plugin-timeout", common.plugin_timeout)?,
-            memory_bytes: common.plugin_memory_mib.max(1) << 20,
+            memory_bytes: common.plugin_memory_mib << 20,
+            budget: Default::default(),
         };
         let mut runtime = plugin_runtime(common, limits)?;
         if let Some(dir) = &common.plugin_cache_dir {

@@ -317,7 +317,7 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         healthy["reason"]
             .as_str()
             .unwrap()
-            .contains(&format!("does not match the pinned {wrong_pin}")),
+            .contains(&format!("does not match the pin of plugin \"healthy\" ({wrong_pin})")),
         "{healthy}"
     );
 
@@ -367,6 +367,40 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         },
     )
     .await;
+}
+
+/// A pin follows the name a plugin declares, not its file name: another
+/// build that calls itself `healthy` from a file that sorts first is
+/// refused, and the pinned artefact serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_name_cannot_be_taken_from_another_file() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let work = tempfile::tempdir().unwrap();
+    let real = std::fs::read(plugin_file("bundled", "healthy")).unwrap();
+    let impostor = work.path().join("aaa.wasm");
+    std::fs::write(&impostor, new_build(&real, "impostor")).unwrap();
+    let config = work.path().join("plugins.yaml");
+    std::fs::write(
+        &config,
+        format!("plugins:\n  healthy:\n    sha256: \"{}\"\n", sha256(&real)),
+    )
+    .unwrap();
+    let flags = ["--plugin-config", config.to_str().unwrap()];
+    let plugins = [impostor, plugin_file("bundled", "healthy")];
+    let host = Host::start(&plugins, &healthy_cluster(&etcd.members[0].client_url), &flags).await;
+    wait_healthy_serving(&host).await;
+    let impostor = plugin_status(&host, "/aaa.wasm").await.unwrap();
+    assert_eq!(impostor["state"], "failed", "{impostor}");
+    assert!(
+        impostor["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the pin of plugin \"healthy\""),
+        "{impostor}"
+    );
+    let healthy = plugin_status(&host, "/healthy.wasm").await.unwrap();
+    assert_eq!(healthy["state"], "active", "{healthy}");
+    assert_eq!(healthy["sha256"], sha256(&real));
 }
 
 /// A node that cannot reserve the instance pool's address space still runs

@@ -30,6 +30,31 @@ pub struct ClusterKey {
     pub name: String,
 }
 
+impl ClusterKey {
+    /// The namespace an object without one is in (a manifest file may omit it).
+    pub const DEFAULT_NAMESPACE: &'static str = "default";
+
+    fn new(namespace: Option<&str>, name: &str) -> Self {
+        ClusterKey {
+            namespace: namespace.unwrap_or(Self::DEFAULT_NAMESPACE).to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The key of an EtcdCluster.
+    pub fn of(cluster: &EtcdCluster) -> Self {
+        Self::new(
+            cluster.metadata.namespace.as_deref(),
+            cluster.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The cluster an EtcdInspection names: `spec.clusterName` in its own namespace.
+    pub fn inspected_by(inspection: &EtcdInspection) -> Self {
+        Self::new(inspection.metadata.namespace.as_deref(), &inspection.spec.cluster_name)
+    }
+}
+
 impl fmt::Display for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -116,10 +141,7 @@ impl ClusterConfig {
         features: FeatureSource,
         credentials: impl FnOnce(&str) -> Result<Credentials, String>,
     ) -> Result<Self, ConfigError> {
-        let key = ClusterKey {
-            namespace: cluster.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: cluster.metadata.name.clone().unwrap_or_default(),
-        };
+        let key = ClusterKey::of(cluster);
         let err = |field: &str, message: String| ConfigError {
             cluster: key.to_string(),
             field: field.into(),

@@ -83,7 +83,7 @@ pub fn read_files(files: &[PathBuf], dir: &Path) -> ManifestSet {
             }
             match meta.kind.as_str() {
                 "EtcdCluster" => match serde_yaml::from_value::<EtcdCluster>(value) {
-                    Ok(c) => clusters.push(c),
+                    Ok(c) => clusters.push((c, where_.clone())),
                     Err(e) => set.errors.push(format!("{where_}: EtcdCluster: {e}")),
                 },
                 "EtcdInspection" => match serde_yaml::from_value::<EtcdInspection>(value) {
@@ -97,37 +97,42 @@ pub fn read_files(files: &[PathBuf], dir: &Path) -> ManifestSet {
         }
     }
 
-    let namespace = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.namespace.clone().unwrap_or_else(|| "default".into())
-    };
-    let mut names_seen = std::collections::HashMap::new();
-    for cluster in &clusters {
-        let ns = namespace(&cluster.metadata);
-        let name = cluster.metadata.name.clone().unwrap_or_default();
+    for (cluster, where_) in &clusters {
+        let key = ClusterKey::of(cluster);
+        // Defined twice: neither copy is taken, so a file added beside a
+        // running cluster cannot take it over; the running one goes on.
+        let copies: Vec<&str> = clusters
+            .iter()
+            .filter(|(c, _)| ClusterKey::of(c) == key)
+            .map(|(_, w)| w.as_str())
+            .collect();
+        if copies.len() > 1 {
+            if copies[0] == where_.as_str() {
+                set.errors.push(
+                    ConfigError {
+                        cluster: key.to_string(),
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "defined {} times ({}); none is applied",
+                            copies.len(),
+                            copies.join(", ")
+                        ),
+                    }
+                    .to_string(),
+                );
+                set.rejected.push(key);
+            }
+            continue;
+        }
         let own: Vec<&EtcdInspection> = inspections
             .iter()
-            .filter(|i| namespace(&i.metadata) == ns && i.spec.cluster_name == name)
+            .filter(|i| ClusterKey::inspected_by(i) == key)
             .collect();
         let resolve = |cert_name: &str| Credentials::from_dir(&dir.join(cert_name)).map_err(|e| e.to_string());
         match ClusterConfig::from_resources(cluster, &own, resolve) {
-            // Series carry clusterName only (the seed's label set), so two
-            // namespaces may not share a name: their series would collide (D18).
-            Ok(config) => match names_seen.get(&config.key.name) {
-                Some(first) => set.errors.push(
-                    ConfigError {
-                        cluster: config.key.to_string(),
-                        field: "metadata.name".into(),
-                        message: format!("clusterName {:?} is already used by {first}", config.key.name),
-                    }
-                    .to_string(),
-                ),
-                None => {
-                    names_seen.insert(config.key.name.clone(), config.key.clone());
-                    set.clusters.push(config)
-                }
-            },
+            Ok(config) => set.clusters.push(config),
             Err(e) => {
-                set.rejected.push(ClusterKey { namespace: ns, name });
+                set.rejected.push(key);
                 set.errors.push(e.to_string())
             }
         }

@@ -6,21 +6,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant as TokioInstant;
 
+use super::invocation::{watch_prefix, Invocation, Params, Work};
+use super::log_state::LogState;
 use super::RunRecord;
 use crate::cluster::ClusterKey;
-use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent, WatchUpdate};
-use crate::metrics::{CommitMode, Metrics};
+use crate::etcd::{ClusterConnection, WatchEvent, WatchUpdate};
+use crate::metrics::Metrics;
 use crate::runtime::settings::OnFailure;
-use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry, Snapshot};
+use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry};
 
-/// How old a cluster's member list may be when an inspection starts.
-const MEMBERS_MAX_AGE: Duration = Duration::from_secs(10);
 /// Interval of a feature whose plugin is not loaded (yet).
 const MISSING_PLUGIN_RETRY: Duration = Duration::from_secs(5);
 /// Longest wait before a census or watch is tried again after a failure.
@@ -29,15 +29,13 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const BATCH_EVENTS: usize = 1000;
 const BATCH_DELAY: Duration = Duration::from_millis(100);
 
-/// Parameters the host adds to a census call of a watching plugin.
-pub const WATCH_PREFIX_PARAM: &str = "etcd-inspector.io/watch-prefix";
-pub const WATCH_REVISION_PARAM: &str = "etcd-inspector.io/watch-revision";
-
 pub(super) struct Job {
     pub cluster: ClusterKey,
     pub feature: String,
     pub interval: Option<Duration>,
-    pub params: Vec<(String, String)>,
+    /// The cluster's current parameters: an edited annotation reaches the
+    /// next round without restarting the schedule.
+    pub params: watch::Receiver<Params>,
     pub connection: Arc<ClusterConnection>,
     pub plugins: Arc<PluginRegistry>,
     pub metrics: Arc<Metrics>,
@@ -46,6 +44,11 @@ pub(super) struct Job {
     /// The plugin's `state` for this cluster; lives as long as the schedule.
     pub state: Mutex<Option<Vec<u8>>>,
     pub breaker: Mutex<Breaker>,
+    /// Failures are logged when they start, every few minutes while they
+    /// last, and when they end; each round's detail is at debug.
+    pub failures: Mutex<LogState>,
+    pub members_failures: Mutex<LogState>,
+    pub watch_failures: Mutex<LogState>,
 }
 
 /// Backs a plugin version off after repeated traps, timeouts or OOMs: each
@@ -105,12 +108,6 @@ impl Breaker {
     }
 }
 
-enum Work {
-    Inspect,
-    Census { prefix: String, revision: u64 },
-    Events(Vec<WatchEvent>),
-}
-
 impl Job {
     pub async fn run(self) {
         // Spread the first runs so many clusters do not start in lockstep.
@@ -164,26 +161,13 @@ impl Job {
         self.interval(plugin).mul_f64(rand::rng().random_range(0.9..1.1))
     }
 
-    /// The prefix to watch: the plugin's own, unless the cluster has an
-    /// annotation named after the feature with a JSON `path` (the seed's
-    /// `request` annotation).
+    /// The prefix to watch with the cluster's current parameters.
     fn watch_prefix(&self, plugin: &LoadedPlugin) -> Option<String> {
-        let default = plugin.watch_prefix()?.to_string();
-        let Some((_, value)) = self.params.iter().find(|(k, _)| *k == self.feature) else {
-            return Some(default);
-        };
-        match serde_json::from_str::<serde_json::Value>(value) {
-            Ok(json) => Some(
-                json.get("path")
-                    .and_then(|p| p.as_str())
-                    .map(str::to_string)
-                    .unwrap_or(default),
-            ),
-            Err(e) => {
-                tracing::warn!(cluster = %self.cluster, feature = %self.feature, "annotation {}: not JSON ({e}); watching {default:?}", self.feature);
-                Some(default)
-            }
+        let (prefix, warning) = watch_prefix(plugin, &self.params.borrow())?;
+        if let Some(warning) = warning {
+            tracing::warn!(cluster = %self.cluster, feature = %self.feature, "{warning}");
         }
+        Some(prefix)
     }
 
     /// Census, then events; returns only to let the caller pick up a new
@@ -199,18 +183,25 @@ impl Job {
             }
         };
         let mut recount_at = TokioInstant::now() + self.jittered(plugin);
+        let mut params = self.params.clone();
+        params.mark_unchanged();
         loop {
             // Boxed (as are census's calls): this loop lives as long as the
             // watch, and these etcd calls' futures are KiBs each.
             let mut stream = match Box::pin(self.connection.watch(prefix.as_bytes(), counted + 1)).await {
                 Ok(stream) => stream,
                 Err(e) => {
-                    tracing::warn!(cluster = %self.cluster, feature = %self.feature, "watch failed to open: {e}");
+                    if let Some(line) = self.watch_failures.lock().unwrap().failed(&e.to_string()) {
+                        tracing::warn!(cluster = %self.cluster, feature = %self.feature, "watch failed to open: {line}");
+                    }
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                     continue;
                 }
             };
+            if let Some(line) = self.watch_failures.lock().unwrap().succeeded() {
+                tracing::info!(cluster = %self.cluster, feature = %self.feature, "watch open again {line}");
+            }
             retry = Duration::from_millis(200);
             let mut pending: Vec<WatchEvent> = Vec::new();
             let mut batch_deadline: Option<TokioInstant> = None;
@@ -219,6 +210,15 @@ impl Job {
                 let update = tokio::select! {
                     update = stream.next() => Some(update),
                     _ = tokio::time::sleep_until(deadline) => None, // a batch or the recount is due
+                    changed = params.changed() => {
+                        let moved = changed.is_ok() && self.watch_prefix(plugin).as_deref() != Some(prefix);
+                        if moved {
+                            // Pending events are of the old prefix: the census at the new one replaces them.
+                            tracing::info!(cluster = %self.cluster, feature = %self.feature, "watched prefix changed; counting again");
+                            return;
+                        }
+                        None
+                    }
                 };
                 match update {
                     None => {}
@@ -348,52 +348,37 @@ impl Job {
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
-        let started = Instant::now();
-        let mut params = self.params.clone();
-        if let Work::Census { prefix, revision } = &work {
-            params.push((WATCH_PREFIX_PARAM.into(), prefix.clone()));
-            params.push((WATCH_REVISION_PARAM.into(), revision.to_string()));
-        }
-        let snapshot = Snapshot {
-            name: self.cluster.name.clone(),
-            namespace: self.cluster.namespace.clone(),
-            members: self.members().await,
-            params,
-        };
         let runtime = self.plugins.runtime();
-        let limits = settings.limits(runtime.limits());
+        let params = self.params.borrow().clone();
         let state = self.state.lock().unwrap().clone();
-        let connection = self.connection.clone();
-        let (result, mode) = match work {
-            Work::Inspect | Work::Census { .. } => (
-                runtime.inspect(plugin, connection, snapshot, state, &limits).await,
-                CommitMode::Replace,
-            ),
-            Work::Events(events) => (
-                runtime
-                    .on_events(plugin, connection, snapshot, state, events, &limits)
-                    .await,
-                CommitMode::Add,
-            ),
-        };
-        let elapsed = started.elapsed();
-        let (outcome, message) = match result {
-            Ok(done) => match self
-                .metrics
-                .commit(&self.feature, &self.cluster.name, &done.samples, mode)
-            {
-                Ok(()) => {
-                    if let Some(state) = done.state {
-                        *self.state.lock().unwrap() = Some(state);
-                    }
-                    (Outcome::Ok, format!("{} samples", done.samples.len()))
+        let done = Invocation {
+            runtime,
+            metrics: &self.metrics,
+            plugin,
+            cluster: &self.cluster,
+            connection: &self.connection,
+            params: &params,
+            limits: settings.limits(runtime.limits()),
+            state,
+        }
+        .run(work)
+        .await;
+        match done.members_error {
+            Some(e) => {
+                if let Some(line) = self.members_failures.lock().unwrap().failed(&e) {
+                    tracing::warn!(cluster = %self.cluster, feature = %self.feature, "MemberList failed, inspecting the last known members: {line}");
                 }
-                Err(e) => (Outcome::PluginError, format!("samples rejected: {e}")),
-            },
-            Err(failure) => (failure.outcome, failure.message),
-        };
-        self.metrics
-            .invocation(&self.feature, outcome.as_str(), elapsed.as_secs_f64());
+            }
+            None => {
+                if let Some(line) = self.members_failures.lock().unwrap().succeeded() {
+                    tracing::info!(cluster = %self.cluster, feature = %self.feature, "MemberList answers again {line}");
+                }
+            }
+        }
+        let (outcome, message, elapsed) = (done.outcome, done.message, done.elapsed);
+        if let Some(state) = done.state {
+            *self.state.lock().unwrap() = Some(state);
+        }
         let interval = self.interval(plugin);
         if let Some(pause) =
             self.breaker
@@ -405,6 +390,9 @@ impl Job {
         }
         if outcome == Outcome::Ok {
             tracing::debug!(cluster = %self.cluster, feature = %self.feature, ?elapsed, "inspection done: {message}");
+            if let Some(line) = self.failures.lock().unwrap().succeeded() {
+                tracing::info!(cluster = %self.cluster, feature = %self.feature, "inspection succeeds again {line}");
+            }
             self.record(outcome.as_str(), message, elapsed);
             true
         } else {
@@ -416,10 +404,18 @@ impl Job {
         }
     }
 
-    /// A failed inspection: counted, logged, shown on the status page.
+    /// A failed inspection: counted, shown on the status page, and logged
+    /// when failing starts (and every few minutes while it lasts).
     fn record_failure(&self, outcome: &'static str, message: String, elapsed: Duration) {
         self.metrics.inspection_failed(&self.cluster.name, &self.feature);
-        tracing::warn!(cluster = %self.cluster, feature = %self.feature, outcome, "inspection failed: {message}");
+        match self.failures.lock().unwrap().failed(&message) {
+            Some(line) => {
+                tracing::warn!(cluster = %self.cluster, feature = %self.feature, outcome, "inspection failed: {line}")
+            }
+            None => {
+                tracing::debug!(cluster = %self.cluster, feature = %self.feature, outcome, "inspection failed: {message}")
+            }
+        }
         self.record(outcome, message, elapsed);
     }
 
@@ -434,14 +430,6 @@ impl Job {
             duration_ms: elapsed.as_millis(),
         };
         self.runs.lock().unwrap().insert(self.feature.clone(), record);
-    }
-
-    async fn members(&self) -> Vec<MemberInfo> {
-        let (members, error) = self.connection.members_or_fallback(MEMBERS_MAX_AGE).await;
-        if let Some(e) = error {
-            tracing::warn!(cluster = %self.cluster, "MemberList failed: {e}");
-        }
-        members
     }
 }
 
@@ -472,7 +460,7 @@ mod tests {
             },
             feature: "healthy".into(),
             interval: None,
-            params: vec![],
+            params: watch::channel(Params::default()).1,
             connection: Arc::new(connection),
             plugins: Arc::new(PluginRegistry::new(runtime, metrics.clone())),
             metrics,
@@ -480,6 +468,9 @@ mod tests {
             runs: Arc::default(),
             state: Mutex::new(None),
             breaker: Mutex::default(),
+            failures: Mutex::default(),
+            members_failures: Mutex::default(),
+            watch_failures: Mutex::default(),
         };
         let size = std::mem::size_of_val(&job.run());
         assert!(size <= 1024, "a job's task holds {size} bytes");

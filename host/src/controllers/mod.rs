@@ -1,10 +1,12 @@
 //! Controllers: what decides which clusters are inspected, and the
 //! supervisor that runs them.
 
+pub mod invocation;
 mod job;
 pub mod kubernetes;
+mod log_state;
 pub mod standalone;
 pub mod supervisor;
 
-pub use job::{WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
+pub use invocation::{Invocation, Work, WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
 pub use supervisor::{ClusterView, RunRecord, SchedulerSettings, Supervisor};

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::AbortHandle;
 
+use super::invocation::Params;
 use super::job::Job;
 use crate::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
 use crate::etcd::{ClusterConnection, ConnectionSettings};
@@ -59,6 +60,8 @@ struct FeatureTask {
 struct ClusterEntry {
     config: ClusterConfig,
     connection: Arc<ClusterConnection>,
+    /// The jobs read the cluster's parameters from here at every round.
+    params: watch::Sender<Params>,
     tasks: HashMap<String, FeatureTask>,
     runs: Arc<Mutex<BTreeMap<String, RunRecord>>>,
 }
@@ -88,7 +91,9 @@ impl Supervisor {
     /// Makes `desired` the running set. Clusters in `keep` (their new
     /// configuration was rejected) go on with the last good one; every
     /// other cluster not in `desired` is stopped and its series deleted.
-    pub fn apply(&self, desired: Vec<ClusterConfig>, keep: &[ClusterKey], errors: Vec<String>) {
+    pub fn apply(&self, desired: Vec<ClusterConfig>, keep: &[ClusterKey], mut errors: Vec<String>) {
+        let mut clusters = self.clusters.lock().unwrap();
+        let desired = unique_names(&clusters, desired, keep, &mut errors);
         {
             let mut known = self.errors.lock().unwrap();
             for e in errors.iter().filter(|e| !known.contains(e)) {
@@ -96,7 +101,6 @@ impl Supervisor {
             }
             *known = errors;
         }
-        let mut clusters = self.clusters.lock().unwrap();
         let wanted: HashSet<&ClusterKey> = desired.iter().map(|c| &c.key).chain(keep).collect();
         let gone: Vec<ClusterKey> = clusters.keys().filter(|k| !wanted.contains(k)).cloned().collect();
         for key in gone {
@@ -134,6 +138,9 @@ impl Supervisor {
                 }
             }
             let entry = clusters.get_mut(&config.key).expect("entry present");
+            if entry.config.params != config.params {
+                entry.params.send_replace(Arc::new(config.params.clone()));
+            }
             self.sync_features(entry, &config);
             entry.config = config;
         }
@@ -181,6 +188,7 @@ impl Supervisor {
         Ok(ClusterEntry {
             config: config.clone(),
             connection: Arc::new(connection),
+            params: watch::Sender::new(Arc::new(config.params.clone())),
             tasks: HashMap::new(),
             runs: Arc::default(),
         })
@@ -211,7 +219,7 @@ impl Supervisor {
                 cluster: config.key.clone(),
                 feature: feature.clone(),
                 interval: settings.interval,
-                params: config.params.clone(),
+                params: entry.params.subscribe(),
                 connection: entry.connection.clone(),
                 plugins: self.plugins.clone(),
                 metrics: self.metrics.clone(),
@@ -219,6 +227,9 @@ impl Supervisor {
                 runs: entry.runs.clone(),
                 state: Mutex::new(None),
                 breaker: Mutex::default(),
+                failures: Mutex::default(),
+                members_failures: Mutex::default(),
+                watch_failures: Mutex::default(),
             };
             let abort = tokio::spawn(job.run()).abort_handle();
             entry.tasks.insert(
@@ -236,5 +247,126 @@ impl Supervisor {
             task.abort.abort();
             self.metrics.forget(&feature, &entry.config.key.name);
         }
+    }
+}
+
+/// Series carry `clusterName` only (the seed's label set, D18), so two
+/// namespaces may not share a cluster name: one's commits would delete the
+/// other's series. The cluster running already keeps its name; among
+/// newcomers the first wins. A refused one is named in `errors`.
+fn unique_names(
+    running: &HashMap<ClusterKey, ClusterEntry>,
+    desired: Vec<ClusterConfig>,
+    keep: &[ClusterKey],
+    errors: &mut Vec<String>,
+) -> Vec<ClusterConfig> {
+    let wanted: HashSet<&ClusterKey> = desired.iter().map(|c| &c.key).chain(keep.iter()).collect();
+    let mut owners: HashMap<String, ClusterKey> = running
+        .keys()
+        .filter(|k| wanted.contains(k))
+        .map(|k| (k.name.clone(), k.clone()))
+        .collect();
+    let mut accepted = Vec::with_capacity(desired.len());
+    for config in desired {
+        match owners.get(&config.key.name) {
+            Some(owner) if *owner != config.key => errors.push(
+                crate::cluster::ConfigError {
+                    cluster: config.key.to_string(),
+                    field: "metadata.name".into(),
+                    message: format!(
+                        "clusterName {:?} is already used by cluster {owner}; series are labelled by clusterName only, so names must be unique across namespaces",
+                        config.key.name
+                    ),
+                }
+                .to_string(),
+            ),
+            _ => {
+                owners.insert(config.key.name.clone(), config.key.clone());
+                accepted.push(config);
+            }
+        }
+    }
+    accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::crd::{EtcdCluster, EtcdClusterSpec};
+    use crate::runtime::{CallLimits, Runtime};
+
+    fn config(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> ClusterConfig {
+        let mut cluster = EtcdCluster::new(
+            name,
+            EtcdClusterSpec {
+                cluster_type: "imported".into(),
+                ..Default::default()
+            },
+        );
+        cluster.metadata.namespace = Some(namespace.into());
+        let mut all = vec![("importedAddr", "http://127.0.0.1:9"), ("featureGates", "healthy=true")];
+        all.extend(annotations);
+        cluster.metadata.annotations = Some(all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        ClusterConfig::from_resources(&cluster, &[], |_| Ok(Default::default())).unwrap()
+    }
+
+    fn supervisor() -> Supervisor {
+        let metrics = Arc::new(Metrics::new(""));
+        let runtime = Arc::new(Runtime::new(CallLimits::default()).unwrap());
+        let plugins = Arc::new(PluginRegistry::new(runtime, metrics.clone()));
+        Supervisor::new(plugins, metrics, SchedulerSettings::default())
+    }
+
+    fn running(s: &Supervisor) -> Vec<String> {
+        s.views().into_iter().map(|v| v.cluster).collect()
+    }
+
+    /// The same rule in both modes (both feed this supervisor): a name
+    /// another namespace runs under is refused, and what runs keeps running.
+    #[tokio::test]
+    async fn a_cluster_name_taken_in_another_namespace_is_refused_and_the_running_one_stays() {
+        let s = supervisor();
+        s.apply(vec![config("team-b", "prod", &[])], &[], vec![]);
+        // A newcomer that sorts first does not take the name over.
+        s.apply(
+            vec![config("team-a", "prod", &[]), config("team-b", "prod", &[])],
+            &[],
+            vec![],
+        );
+        assert_eq!(running(&s), ["team-b/prod"]);
+        let errors = s.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "cluster team-a/prod: metadata.name: clusterName \"prod\" is already used by cluster team-b/prod"
+            ),
+            "{errors:?}"
+        );
+        // Among newcomers the first wins.
+        let s = supervisor();
+        s.apply(vec![config("x", "c", &[]), config("y", "c", &[])], &[], vec![]);
+        assert_eq!(running(&s), ["x/c"]);
+        // Once the holder is gone the name is free.
+        s.apply(vec![config("y", "c", &[])], &[], vec![]);
+        assert_eq!(running(&s), ["y/c"]);
+        assert!(s.errors().is_empty());
+    }
+
+    /// Jobs read the parameters from the cluster's channel, so an edited
+    /// annotation reaches their next round without a restart.
+    #[tokio::test]
+    async fn an_edited_annotation_reaches_the_running_jobs() {
+        let s = supervisor();
+        s.apply(vec![config("ns", "c", &[("etcd-inspector.io/x", "1")])], &[], vec![]);
+        let job_params = {
+            let clusters = s.clusters.lock().unwrap();
+            clusters.values().next().unwrap().params.subscribe()
+        };
+        s.apply(vec![config("ns", "c", &[("etcd-inspector.io/x", "2")])], &[], vec![]);
+        let params = job_params.borrow().clone();
+        assert!(
+            params.contains(&("etcd-inspector.io/x".into(), "2".into())),
+            "{params:?}"
+        );
     }
 }

@@ -98,6 +98,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     schedule_lag: HistogramVec,
     missed_runs: IntCounterVec,
+    budget_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -165,8 +166,17 @@ impl Metrics {
             &["plugin"],
         )
         .expect("valid metric");
+        let budget_refusals = IntCounterVec::new(
+            Opts::new(
+                "etcd_inspector_plugin_budget_refusals_total",
+                "Plugin rounds refused further etcd calls because their per-round budget ran out",
+            ),
+            &["plugin", "budget"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
+            Box::new(budget_refusals.clone()),
             Box::new(schedule_lag.clone()),
             Box::new(missed_runs.clone()),
             Box::new(loaded.clone()),
@@ -189,11 +199,14 @@ impl Metrics {
             reloads,
             schedule_lag,
             missed_runs,
+            budget_refusals,
         }
     }
 
-    /// Registers the metrics `plugin` declares. Fails without changing
-    /// anything if a name or label is invalid or owned by another plugin.
+    /// Registers the metrics `plugin` declares, and unregisters (with their
+    /// series) those it declared before and no longer does. Fails without
+    /// changing anything if a name or label is invalid or owned by another
+    /// plugin.
     pub fn register_plugin(&self, plugin: &str, specs: &[MetricSpec]) -> Result<(), MetricsError> {
         let mut state = self.state.lock().unwrap();
         for spec in specs {
@@ -235,6 +248,20 @@ impl Metrics {
                     family,
                 },
             );
+        }
+        let dropped: Vec<String> = state
+            .families
+            .iter()
+            .filter(|(name, f)| f.owner == plugin && !specs.iter().any(|s| &s.name == *name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in dropped {
+            if let Some(f) = state.families.remove(&name) {
+                self.unregister(&f.family);
+            }
+            for series in state.series.values_mut() {
+                series.retain(|(metric, _)| *metric != name);
+            }
         }
         Ok(())
     }
@@ -393,6 +420,11 @@ impl Metrics {
         self.invocation_seconds.with_label_values(&[plugin]).observe(seconds);
     }
 
+    /// Counts a round that ran out of its etcd budget (`calls` or `bytes`).
+    pub fn budget_refusal(&self, plugin: &str, budget: &str) {
+        self.budget_refusals.with_label_values(&[plugin, budget]).inc();
+    }
+
     /// Counts a plugin file rejected at load.
     pub fn load_error(&self, reason: &str) {
         self.load_errors.with_label_values(&[reason]).inc();
@@ -445,7 +477,9 @@ fn valid_name(name: &str, allow_colon: bool) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':'))
 }
 
-fn validate_spec(spec: &MetricSpec) -> Result<(), MetricsError> {
+/// Checks one declared metric as the registry will register it: a plugin
+/// that passes this at load cannot fail registration for its names or labels.
+pub fn validate_spec(spec: &MetricSpec) -> Result<(), MetricsError> {
     let bad = |reason: String| MetricsError::Declaration {
         metric: spec.name.clone(),
         reason,
@@ -585,6 +619,30 @@ mod tests {
         assert!(m
             .commit("q", "a", &[sample("g", &[], 1.0)], CommitMode::Replace)
             .is_err());
+    }
+
+    #[test]
+    fn a_family_no_version_declares_any_more_is_unregistered() {
+        let m = Metrics::new("");
+        m.register_plugin("p", &[gauge("old_g", &[]), gauge("kept", &[])])
+            .unwrap();
+        m.commit(
+            "p",
+            "a",
+            &[sample("old_g", &[], 1.0), sample("kept", &[], 2.0)],
+            CommitMode::Replace,
+        )
+        .unwrap();
+        m.register_plugin("p", &[gauge("kept", &[])]).unwrap();
+        let text = m.render();
+        assert!(!text.contains("old_g"), "{text}");
+        assert!(text.contains("kept{clusterName=\"a\"} 2"), "{text}");
+        // Another plugin may take the name now, and p's next round does not
+        // try to delete a series it no longer owns.
+        m.register_plugin("q", &[gauge("old_g", &[])]).unwrap();
+        m.commit("p", "a", &[sample("kept", &[], 3.0)], CommitMode::Replace)
+            .unwrap();
+        assert!(m.render().contains("kept{clusterName=\"a\"} 3"));
     }
 
     #[test]

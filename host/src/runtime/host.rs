@@ -8,6 +8,7 @@ use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::etcd_inspector::plugin::{etcd, log, state, types};
+use super::EtcdBudget;
 use crate::etcd::{CallError, ClusterConnection};
 
 /// Log lines one call may write; the rest are counted and dropped.
@@ -18,6 +19,37 @@ const LOG_LINE_BYTES: usize = 2048;
 const MAX_KEYS: u32 = 10_000;
 /// Most bytes of `state` a plugin may keep per cluster.
 const MAX_STATE_BYTES: usize = 64 * 1024;
+
+/// Which part of a round's [`EtcdBudget`] ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetKind {
+    Calls,
+    Bytes,
+}
+
+impl BudgetKind {
+    /// The `budget` label of `etcd_inspector_plugin_budget_refusals_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::Calls => "calls",
+            BudgetKind::Bytes => "bytes",
+        }
+    }
+
+    /// What the plugin and the operator are told.
+    pub fn message(self, budget: &EtcdBudget) -> String {
+        match self {
+            BudgetKind::Calls => format!(
+                "etcd call budget exhausted: {} calls per round (plugin setting etcdCallsPerRound)",
+                budget.calls
+            ),
+            BudgetKind::Bytes => format!(
+                "etcd byte budget exhausted: {} bytes read per round (plugin setting etcdBytesPerRound)",
+                budget.bytes
+            ),
+        }
+    }
+}
 
 /// Store data of one call. A new one is made for every call.
 pub struct HostState {
@@ -31,6 +63,11 @@ pub struct HostState {
     /// What the last successful call stored, and what this one stores.
     pub(super) state_in: Option<Vec<u8>>,
     pub(super) state_out: Option<Vec<u8>>,
+    budget: EtcdBudget,
+    calls_made: u64,
+    bytes_read: u64,
+    /// Set at the first refusal; every later etcd call is refused too.
+    pub(super) budget_exhausted: Option<BudgetKind>,
 }
 
 impl HostState {
@@ -39,6 +76,7 @@ impl HostState {
         cluster: Option<(String, Arc<ClusterConnection>)>,
         wasi: WasiCtx,
         limits: StoreLimits,
+        budget: EtcdBudget,
     ) -> Self {
         HostState {
             wasi,
@@ -50,14 +88,40 @@ impl HostState {
             logs_dropped: 0,
             state_in: None,
             state_out: None,
+            budget,
+            calls_made: 0,
+            bytes_read: 0,
+            budget_exhausted: None,
         }
     }
 
-    fn connection(&self) -> Result<Arc<ClusterConnection>, types::EtcdError> {
-        self.cluster
+    /// The connection for one more etcd call, if the round's budget allows it.
+    fn connection(&mut self) -> Result<Arc<ClusterConnection>, types::EtcdError> {
+        let connection = self
+            .cluster
             .as_ref()
             .map(|(_, c)| c.clone())
-            .ok_or_else(|| types::EtcdError::Unavailable("no cluster in this call (describe)".into()))
+            .ok_or_else(|| types::EtcdError::Unavailable("no cluster in this call (describe)".into()))?;
+        if self.budget_exhausted.is_none() && self.calls_made >= self.budget.calls {
+            self.budget_exhausted = Some(BudgetKind::Calls);
+        }
+        if let Some(kind) = self.budget_exhausted {
+            return Err(types::EtcdError::Other(kind.message(&self.budget)));
+        }
+        self.calls_made += 1;
+        Ok(connection)
+    }
+
+    /// Counts what an answer hands the plugin; past the byte budget, the
+    /// answer is withheld and the round is over.
+    fn charge<T: WireSize>(&mut self, answer: Result<T, types::EtcdError>) -> Result<T, types::EtcdError> {
+        let answer = answer?;
+        self.bytes_read = self.bytes_read.saturating_add(answer.wire_size());
+        if self.bytes_read > self.budget.bytes {
+            self.budget_exhausted = Some(BudgetKind::Bytes);
+            return Err(types::EtcdError::Other(BudgetKind::Bytes.message(&self.budget)));
+        }
+        Ok(answer)
     }
 }
 
@@ -111,6 +175,60 @@ pub(super) fn to_wit_event(e: crate::etcd::WatchEvent) -> types::WatchEvent {
 
 type EtcdResult<T> = wasmtime::Result<Result<T, types::EtcdError>>;
 
+/// About how many bytes an answer carries: what the byte budget counts.
+trait WireSize {
+    fn wire_size(&self) -> u64;
+}
+
+impl<T: WireSize> WireSize for Vec<T> {
+    fn wire_size(&self) -> u64 {
+        self.iter().map(WireSize::wire_size).sum::<u64>() + 8
+    }
+}
+
+impl WireSize for types::Member {
+    fn wire_size(&self) -> u64 {
+        let urls: usize = self.client_urls.iter().map(String::len).sum();
+        (self.name.len() + urls + self.endpoint.len() + self.host.len() + 16) as u64
+    }
+}
+
+impl WireSize for types::MemberStatus {
+    fn wire_size(&self) -> u64 {
+        (self.version.len() + self.errors.iter().map(String::len).sum::<usize>() + 80) as u64
+    }
+}
+
+impl WireSize for types::Alarm {
+    fn wire_size(&self) -> u64 {
+        12
+    }
+}
+
+impl WireSize for types::MemberHealth {
+    fn wire_size(&self) -> u64 {
+        (self.reason.len() + 8) as u64
+    }
+}
+
+impl WireSize for types::RangeCount {
+    fn wire_size(&self) -> u64 {
+        16
+    }
+}
+
+impl WireSize for types::KeyInfo {
+    fn wire_size(&self) -> u64 {
+        (self.key.len() + 24) as u64
+    }
+}
+
+impl WireSize for types::KvHash {
+    fn wire_size(&self) -> u64 {
+        28
+    }
+}
+
 /// Runs one etcd call on the call's cluster and converts its answer. Takes
 /// the connection, not the store data, which must not be held across awaits.
 async fn on_cluster<R, T>(
@@ -128,16 +246,17 @@ impl types::Host for HostState {}
 
 impl etcd::Host for HostState {
     async fn member_list(&mut self) -> EtcdResult<Vec<types::Member>> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| c.refresh_members().await,
             |ms| ms.into_iter().map(to_wit_member).collect(),
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn status(&mut self, endpoint: String) -> EtcdResult<types::MemberStatus> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| c.status(&endpoint).await,
             |s| types::MemberStatus {
@@ -154,11 +273,12 @@ impl etcd::Host for HostState {
                 errors: s.errors,
             },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn alarm_list(&mut self) -> EtcdResult<Vec<types::Alarm>> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| c.alarm_list().await,
             |alarms| {
@@ -175,11 +295,12 @@ impl etcd::Host for HostState {
                     .collect()
             },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn health(&mut self, endpoint: String) -> EtcdResult<types::MemberHealth> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| c.health(&endpoint).await,
             |h| types::MemberHealth {
@@ -187,7 +308,8 @@ impl etcd::Host for HostState {
                 reason: h.reason,
             },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn count(
@@ -197,7 +319,7 @@ impl etcd::Host for HostState {
         revision: u64,
         serializable: bool,
     ) -> EtcdResult<types::RangeCount> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| {
                 c.count(endpoint.as_deref(), (&range.start, &range.end), revision, serializable)
@@ -205,11 +327,12 @@ impl etcd::Host for HostState {
             },
             |(count, revision)| types::RangeCount { count, revision },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn keys(&mut self, range: types::KeyRange, limit: u32, revision: u64) -> EtcdResult<Vec<types::KeyInfo>> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| {
                 c.keys((&range.start, &range.end), limit.clamp(1, MAX_KEYS), revision)
@@ -226,11 +349,12 @@ impl etcd::Host for HostState {
                     .collect()
             },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 
     async fn hash_kv(&mut self, endpoint: String, revision: u64) -> EtcdResult<types::KvHash> {
-        on_cluster(
+        let answer = on_cluster(
             self.connection(),
             async |c| c.hash_kv(&endpoint, revision).await,
             |(member_id, hash, compact_revision, hash_revision)| types::KvHash {
@@ -240,7 +364,8 @@ impl etcd::Host for HostState {
                 hash_revision,
             },
         )
-        .await
+        .await?;
+        Ok(self.charge(answer))
     }
 }
 
@@ -268,15 +393,7 @@ impl log::Host for HostState {
             return Ok(());
         }
         self.logs_left -= 1;
-        let mut message = message;
-        if message.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = crate::text::one_line(&message, LOG_LINE_BYTES);
         let plugin = self.plugin.as_str();
         let cluster = self.cluster.as_ref().map(|(name, _)| name.as_str()).unwrap_or("");
         match level {

@@ -20,6 +20,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent};
 use crate::metrics::SampleValue;
 use bindings::{inspector, types, watcher, WatchPlugin};
+pub use host::BudgetKind;
 use host::HostState;
 
 pub use plugin::{sha256_hex, LoadError, LoadedPlugin, PluginInfo, WIT_LINE, WIT_PACKAGE};
@@ -28,6 +29,9 @@ pub use watch::watch_plugin_dir;
 
 /// Bytes of a guest's stderr kept per call (panic messages land there).
 const STDERR_BYTES: usize = 16 * 1024;
+/// Longest failure message kept from a call (a plugin's error string or
+/// its stderr): it is logged, shown on `/` and written into statuses.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Bound on `describe()` at load time.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,6 +42,30 @@ pub struct CallLimits {
     pub timeout: Duration,
     /// Linear memory a plugin may grow to.
     pub memory_bytes: usize,
+    /// What one call may ask of etcd.
+    pub budget: EtcdBudget,
+}
+
+/// What one round (one call) of a plugin may ask of etcd: a plugin that
+/// lists the whole keyspace in a loop would otherwise load the cluster it
+/// inspects for its whole deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EtcdBudget {
+    /// etcd calls (each host function that reaches etcd counts one).
+    pub calls: u64,
+    /// Bytes of etcd answers handed to the plugin (keys, statuses, …).
+    pub bytes: u64,
+}
+
+impl Default for EtcdBudget {
+    /// Generous for the bundled plugins: request's census of a large
+    /// Kubernetes keyspace stays under its own cap of 20 000 calls.
+    fn default() -> Self {
+        EtcdBudget {
+            calls: 25_000,
+            bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for CallLimits {
@@ -45,6 +73,7 @@ impl Default for CallLimits {
         CallLimits {
             timeout: Duration::from_secs(20),
             memory_bytes: 64 << 20,
+            budget: EtcdBudget::default(),
         }
     }
 }
@@ -58,6 +87,8 @@ pub enum Outcome {
     Oom,
     Trap,
     InstantiateError,
+    /// The round ran out of its etcd budget; its samples were not committed.
+    BudgetExceeded(BudgetKind),
 }
 
 impl Outcome {
@@ -69,6 +100,7 @@ impl Outcome {
             Outcome::Oom => "oom",
             Outcome::Trap => "trap",
             Outcome::InstantiateError => "instantiate_error",
+            Outcome::BudgetExceeded(_) => "budget_exceeded",
         }
     }
 }
@@ -310,7 +342,7 @@ impl Runtime {
             }),
             Reply::Samples(Err(message)) => Err(CallFailure {
                 outcome: Outcome::PluginError,
-                message,
+                message: crate::text::one_line(&message, MAX_MESSAGE_BYTES),
             }),
             Reply::Describe(_) => unreachable!("inspect returns samples"),
         }
@@ -336,7 +368,7 @@ impl Runtime {
             .memories(32)
             .trap_on_grow_failure(true)
             .build();
-        let mut host_state = HostState::new(plugin, cluster, wasi, store_limits);
+        let mut host_state = HostState::new(plugin, cluster, wasi, store_limits, limits.budget);
         host_state.state_in = state;
         let mut store = Store::new(&self.engine, host_state);
         store.limiter(|s| &mut s.limits);
@@ -399,6 +431,14 @@ impl Runtime {
         if dropped > 0 {
             tracing::warn!(plugin, dropped, "plugin log lines dropped (rate limit)");
         }
+        // A round that ran out of budget saw only part of the cluster: its
+        // samples are not committed, whatever the plugin made of it.
+        if let (Ok(_), Some(exhausted)) = (&reply, store.data().budget_exhausted) {
+            return Err(CallFailure {
+                outcome: Outcome::BudgetExceeded(exhausted),
+                message: exhausted.message(&limits.budget),
+            });
+        }
         reply.map(|r| (r, store.data_mut().state_out.take()))
     }
 }
@@ -421,7 +461,10 @@ fn classify_trap(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> CallFail
     } else {
         format!("{message}; stderr: {output}")
     };
-    CallFailure { outcome, message }
+    CallFailure {
+        outcome,
+        message: crate::text::one_line(&message, MAX_MESSAGE_BYTES),
+    }
 }
 
 /// A wasmtime error with its causes, skipping the backtrace noise.

@@ -163,7 +163,7 @@ pub(super) fn check_info(info: types::PluginInfo) -> Result<PluginInfo, LoadErro
     if info.default_interval_seconds == 0 {
         return Err(LoadError::Invalid("default-interval-seconds must be at least 1".into()));
     }
-    let metrics = info
+    let metrics: Vec<MetricSpec> = info
         .metrics
         .into_iter()
         .map(|m| MetricSpec {
@@ -176,6 +176,13 @@ pub(super) fn check_info(info: types::PluginInfo) -> Result<PluginInfo, LoadErro
             labels: m.labels,
         })
         .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for spec in &metrics {
+        crate::metrics::validate_spec(spec).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        if !names.insert(&spec.name) {
+            return Err(LoadError::Invalid(format!("metric {:?} declared twice", spec.name)));
+        }
+    }
     Ok(PluginInfo {
         name: info.name,
         version: info.version,

@@ -167,42 +167,64 @@ impl PluginRegistry {
         Ok(self.active.read().unwrap().len())
     }
 
-    /// Loads one file, if it changed since it was last tried, and publishes
-    /// it if it is valid.
+    /// Loads one file, if it or the pins changed since it was last tried,
+    /// and publishes it if it is valid.
     pub async fn load_file(&self, file: &Path) {
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(e) => return self.reject(file, "io", format!("cannot read: {e}"), String::new()),
         };
         let sha256 = super::sha256_hex(&bytes);
-        let pin = self.pin_for_file(file);
-        let tried = format!("{sha256}/{}", pin.as_deref().unwrap_or(""));
+        let tried = format!("{sha256}/{}", self.pins_fingerprint());
         if self.files.lock().unwrap().get(file).is_some_and(|f| f.tried == tried) {
             return;
         }
-        if let Some(expected) = pin.filter(|p| !p.eq_ignore_ascii_case(&sha256)) {
-            let message = format!("sha256 {sha256} does not match the pinned {expected}");
+        // Refused before compiling anything when the file's known name is pinned…
+        if let Some(message) = self.pin_mismatch(&self.known_name(file), &sha256) {
             return self.reject(file, "sha256_mismatch", message, tried);
         }
         self.mark_pending(file);
-        match self.runtime.load(bytes).await {
-            Ok(plugin) => match self.publish(file, plugin) {
-                Ok(()) => self.files.lock().unwrap().get_mut(file).expect("marked pending").tried = tried,
-                Err((reason, message)) => self.reject(file, reason, message, tried),
-            },
-            Err(e) => self.reject(file, e.reason(), e.to_string(), tried),
+        let plugin = match self.runtime.load(bytes).await {
+            Ok(plugin) => plugin,
+            Err(e) => return self.reject(file, e.reason(), e.to_string(), tried),
+        };
+        // …and always by the name the plugin declares: a file cannot take a
+        // pinned plugin's name with other bytes, whatever the file is called.
+        if let Some(message) = self.pin_mismatch(&plugin.info.name, &sha256) {
+            return self.reject(file, "sha256_mismatch", message, tried);
+        }
+        match self.publish(file, plugin) {
+            Ok(()) => self.files.lock().unwrap().get_mut(file).expect("marked pending").tried = tried,
+            Err((reason, message)) => self.reject(file, reason, message, tried),
         }
     }
 
-    /// The pin of the plugin this file served last (a file's name need not
-    /// be its plugin's).
-    fn pin_for_file(&self, file: &Path) -> Option<String> {
+    /// The name of the plugin this file served last, or its file stem.
+    fn known_name(&self, file: &Path) -> String {
         let files = self.files.lock().unwrap();
-        let name = files
+        files
             .get(file)
             .and_then(|f| f.status.name.clone())
-            .or_else(|| file.file_stem().and_then(|s| s.to_str()).map(str::to_string))?;
-        self.settings(&name).sha256
+            .or_else(|| file.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Why `sha256` may not serve as plugin `name`, if its pin says so.
+    fn pin_mismatch(&self, name: &str, sha256: &str) -> Option<String> {
+        let pin = self.settings(name).sha256?;
+        (!pin.eq_ignore_ascii_case(sha256))
+            .then(|| format!("sha256 {sha256} does not match the pin of plugin {name:?} ({pin})"))
+    }
+
+    /// Every pin of the settings: a file is tried again when any changes.
+    fn pins_fingerprint(&self) -> String {
+        let settings = self.settings.read().unwrap();
+        let pins: Vec<String> = settings
+            .plugins
+            .iter()
+            .filter_map(|(name, s)| s.sha256.as_ref().map(|p| format!("{name}={}", p.to_ascii_lowercase())))
+            .collect();
+        super::sha256_hex(pins.join(",").as_bytes())
     }
 
     fn mark_pending(&self, file: &Path) {

@@ -8,6 +8,8 @@
 //!     sha256: "9f2c…"          # only this exact artefact may load
 //!     onFailure: keep          # keep: last values stay (the seed); drop: delete the series
 //!     maxConsecutiveTraps: 5   # traps/timeouts/OOMs before calls back off; 0 turns it off
+//!     etcdCallsPerRound: 1000  # etcd calls one round may make
+//!     etcdBytesPerRound: 67108864  # bytes of etcd answers one round may read
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::CallLimits;
+use super::{CallLimits, EtcdBudget};
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,37 +47,52 @@ pub struct PluginSettings {
     #[serde(default)]
     pub on_failure: OnFailure,
     pub max_consecutive_traps: Option<u32>,
+    pub etcd_calls_per_round: Option<u64>,
+    pub etcd_bytes_per_round: Option<u64>,
 }
 
 /// Consecutive traps, timeouts or OOMs before a plugin's calls back off.
 pub const DEFAULT_MAX_CONSECUTIVE_TRAPS: u32 = 5;
+/// Longest call a setting may ask for (a round is inspected every interval).
+pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// Largest linear memory a setting may ask for: what a pool slot reserves.
+pub const MAX_MEMORY_MIB: usize = 4096;
 
 impl SettingsFile {
     /// Reads and validates the file; errors name the line and the field.
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: SettingsFile = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates settings; every number is range-checked, and an
+    /// error names the field (`plugins.healthy.memoryMiB: …`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: SettingsFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         for (name, s) in &file.plugins {
-            if s.timeout_seconds.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-                return Err(format!(
-                    "{}: plugins.{name}.timeoutSeconds: expected a positive number",
-                    path.display()
+            let field = |f: &str, expected: &str| format!("plugins.{name}.{f}: expected {expected}");
+            if s.timeout_seconds
+                .is_some_and(|t| !(t > 0.0 && t <= MAX_TIMEOUT_SECONDS))
+            {
+                return Err(field(
+                    "timeoutSeconds",
+                    &format!("a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS}"),
                 ));
             }
-            if s.memory_mib == Some(0) {
-                return Err(format!(
-                    "{}: plugins.{name}.memoryMiB: expected at least 1",
-                    path.display()
-                ));
+            if s.memory_mib.is_some_and(|m| !(1..=MAX_MEMORY_MIB).contains(&m)) {
+                return Err(field("memoryMiB", &format!("1 to {MAX_MEMORY_MIB}")));
+            }
+            if s.etcd_calls_per_round == Some(0) {
+                return Err(field("etcdCallsPerRound", "at least 1"));
+            }
+            if s.etcd_bytes_per_round == Some(0) {
+                return Err(field("etcdBytesPerRound", "at least 1"));
             }
             if s.sha256
                 .as_ref()
                 .is_some_and(|h| h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()))
             {
-                return Err(format!(
-                    "{}: plugins.{name}.sha256: expected 64 hex digits",
-                    path.display()
-                ));
+                return Err(field("sha256", "64 hex digits"));
             }
         }
         Ok(file)
@@ -88,13 +105,21 @@ impl SettingsFile {
 
 impl PluginSettings {
     /// The limits of a call: these settings over the host's defaults.
+    /// Values are in range: [`SettingsFile::parse`] checked them.
     pub fn limits(&self, defaults: &CallLimits) -> CallLimits {
         CallLimits {
             timeout: self
                 .timeout_seconds
-                .map(Duration::from_secs_f64)
+                .and_then(|t| Duration::try_from_secs_f64(t).ok())
                 .unwrap_or(defaults.timeout),
-            memory_bytes: self.memory_mib.map(|m| m << 20).unwrap_or(defaults.memory_bytes),
+            memory_bytes: self
+                .memory_mib
+                .and_then(|m| m.checked_mul(1 << 20))
+                .unwrap_or(defaults.memory_bytes),
+            budget: EtcdBudget {
+                calls: self.etcd_calls_per_round.unwrap_or(defaults.budget.calls),
+                bytes: self.etcd_bytes_per_round.unwrap_or(defaults.budget.bytes),
+            },
         }
     }
 
@@ -129,9 +154,53 @@ mod tests {
         assert!(SettingsFile::read(&path)
             .unwrap_err()
             .contains("plugins.healthy.sha256: expected 64 hex digits"));
+        std::fs::write(&path, "plugins:\n  healthy:\n    etcdCallsPerRound: 7\n").unwrap();
+        let limits = SettingsFile::read(&path)
+            .unwrap()
+            .for_plugin("healthy")
+            .limits(&CallLimits::default());
+        assert_eq!(limits.budget.calls, 7);
+        assert_eq!(limits.budget.bytes, CallLimits::default().budget.bytes);
         std::fs::write(&path, "plugins:\n  healthy:\n    timeout: 3\n").unwrap();
         assert!(SettingsFile::read(&path)
             .unwrap_err()
             .contains("unknown field `timeout`"));
+    }
+
+    /// Numbers that would overflow a `Duration` or a shift are refused with
+    /// the field named, never reach the arithmetic.
+    #[test]
+    fn out_of_range_numbers_are_refused_not_computed() {
+        let cases = [
+            (
+                "timeoutSeconds: 1e300",
+                "plugins.p.timeoutSeconds: expected a number of seconds above 0",
+            ),
+            ("timeoutSeconds: -1", "plugins.p.timeoutSeconds"),
+            ("timeoutSeconds: .nan", "plugins.p.timeoutSeconds"),
+            ("timeoutSeconds: .inf", "plugins.p.timeoutSeconds"),
+            (
+                "memoryMiB: 18446744073709551615",
+                "plugins.p.memoryMiB: expected 1 to 4096",
+            ),
+            ("memoryMiB: 0", "plugins.p.memoryMiB: expected 1 to 4096"),
+            ("memoryMiB: -5", "plugins.p.memoryMiB"),
+            (
+                "etcdCallsPerRound: 0",
+                "plugins.p.etcdCallsPerRound: expected at least 1",
+            ),
+            (
+                "etcdBytesPerRound: 0",
+                "plugins.p.etcdBytesPerRound: expected at least 1",
+            ),
+            ("maxConsecutiveTraps: 99999999999", "plugins.p.maxConsecutiveTraps"),
+        ];
+        for (line, expected) in cases {
+            let err = SettingsFile::parse(&format!("plugins:\n  p:\n    {line}\n")).unwrap_err();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+        let ok = SettingsFile::parse("plugins:\n  p:\n    timeoutSeconds: 3600\n    memoryMiB: 4096\n").unwrap();
+        let limits = ok.for_plugin("p").limits(&CallLimits::default());
+        assert_eq!((limits.timeout.as_secs(), limits.memory_bytes), (3600, 4096 << 20));
     }
 }

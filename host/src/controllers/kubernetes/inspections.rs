@@ -74,18 +74,14 @@ async fn desired(
     let inspections = inspections.state();
     let mut by_cluster: BTreeMap<ClusterKey, Vec<&EtcdInspection>> = BTreeMap::new();
     for i in &inspections {
-        let key = ClusterKey {
-            namespace: i.namespace().unwrap_or_default(),
-            name: i.spec.cluster_name.clone(),
-        };
-        by_cluster.entry(key).or_default().push(i.as_ref());
+        by_cluster
+            .entry(ClusterKey::inspected_by(i))
+            .or_default()
+            .push(i.as_ref());
     }
     let (mut configs, mut keep, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for cluster in clusters.state() {
-        let key = ClusterKey {
-            namespace: cluster.namespace().unwrap_or_default(),
-            name: cluster.name_any(),
-        };
+        let key = ClusterKey::of(&cluster);
         let Some(own) = by_cluster.get(&key) else { continue };
         let cert_name = cluster
             .annotations()

@@ -126,8 +126,8 @@ async fn report_rejections(
             Some(s) => format!("; version {s} keeps serving"),
             None => String::new(),
         };
-        let mut note = format!("{name}: {reason}{serving}");
-        note.truncate(1000);
+        // Kubernetes refuses notes over 1 KiB; the reason carries guest stderr.
+        let note = crate::text::one_line(&format!("{name}: {reason}{serving}"), 1000);
         let event = Event {
             type_: EventType::Warning,
             reason: "PluginRejected".into(),
