@@ -234,7 +234,6 @@ struct Host {
     metrics: Arc<Metrics>,
     plugins: Arc<PluginRegistry>,
     supervisor: Arc<Supervisor>,
-    connection: ConnectionSettings,
 }
 
 impl Host {
@@ -285,14 +284,13 @@ impl Host {
         };
         let settings = SchedulerSettings {
             max_concurrent: common.max_concurrent_inspections,
-            connection: connection.clone(),
+            connection,
         };
         let supervisor = Arc::new(Supervisor::new(plugins.clone(), metrics.clone(), settings));
         Ok(Host {
             metrics,
             plugins,
             supervisor,
-            connection,
         })
     }
 
@@ -399,8 +397,7 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
         tokio::spawn(source);
     }
     let supervisor = host.supervisor.clone();
-    let connection = host.connection.clone();
-    let work = kubernetes::run(client, settings, role, supervisor, connection, shutdown_signal());
+    let work = kubernetes::run(client, settings, role, supervisor, shutdown_signal());
     host.serve(args.common.listen, work).await
 }
 async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {

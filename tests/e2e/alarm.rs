@@ -33,7 +33,7 @@ fn endpoint(etcd: &EtcdCluster, index: usize) -> String {
 
 /// Waits until every (member, type) series has the expected value.
 async fn expect(host: &Host, expected: &[(String, &str, f64)]) {
-    wait_until(&format!("alarms {expected:?}"), Duration::from_secs(20), async || {
+    wait_until(&format!("alarms {expected:?}"), Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         for (endpoint, kind, value) in expected {
             let got = scrape.get(

@@ -49,7 +49,7 @@ async fn bad_manifests_are_reported_by_cluster_and_field_and_the_rest_runs() {
     )
     .await;
 
-    wait_until("good is inspected", Duration::from_secs(20), async || {
+    wait_until("good is inspected", Duration::from_secs(60), async || {
         match host.scrape().await.get(HEALTHY, &[("clusterName", "good")]) {
             Some(1.0) => Ok(()),
             other => Err(format!("{other:?}")),
@@ -96,7 +96,7 @@ async fn bad_manifests_are_reported_by_cluster_and_field_and_the_rest_runs() {
     )
     .unwrap();
     std::fs::remove_file(host.manifest_dir().join("good.yaml")).unwrap();
-    wait_until("typo inspected and good gone", Duration::from_secs(20), async || {
+    wait_until("typo inspected and good gone", Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         let typo = scrape.get(HEALTHY, &[("clusterName", "typo")]);
         let good = scrape.all(HEALTHY, &[("clusterName", "good")]);

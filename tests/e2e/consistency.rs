@@ -56,7 +56,7 @@ async fn an_idle_cluster_reads_zero_everywhere_and_consistent() {
     let etcd = EtcdCluster::start(Options::new(3)).await;
     write_keys(&etcd, 40).await;
     let host = start(&etcd).await;
-    let scrape = wait_until("a comparison with every member", Duration::from_secs(20), async || {
+    let scrape = wait_until("a comparison with every member", Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         match cluster(&scrape, CONSISTENT) {
             Some(_) => Ok(scrape),
@@ -135,14 +135,14 @@ async fn a_frozen_member_makes_hashkv_not_comparable_not_consistent() {
     let etcd = EtcdCluster::start(Options::new(3)).await;
     write_keys(&etcd, 10).await;
     let host = start(&etcd).await;
-    wait_until("a first comparison", Duration::from_secs(20), async || {
+    wait_until("a first comparison", Duration::from_secs(60), async || {
         cluster(&host.scrape().await, CONSISTENT).ok_or("none yet".to_string())
     })
     .await;
     let frozen = (etcd.leader_index() + 1) % 3;
     let frozen_name = format!("m{frozen}");
     etcd.signal(frozen, Signal::SIGSTOP);
-    let scrape = wait_until("not comparable", Duration::from_secs(20), async || {
+    let scrape = wait_until("not comparable", Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         let reachable = scrape.get("inspection_etcd_member_reachable", &[("member", frozen_name.as_str())]);
         if cluster(&scrape, NOT_COMPARABLE) == Some(1.0) && reachable == Some(0.0) {

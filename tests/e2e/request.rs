@@ -14,7 +14,7 @@ const REQUESTS: &str = "inspection_etcd_request_total";
 
 /// Waits until each (metric, labels…, value) holds for cluster "prod".
 async fn expect(host: &Host, expected: &[(&str, &[&str], f64)]) {
-    wait_until(&format!("{expected:?}"), Duration::from_secs(30), async || {
+    wait_until(&format!("{expected:?}"), Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         for (metric, labels, value) in expected {
             let mut want = vec![("clusterName", "prod")];
@@ -235,7 +235,7 @@ async fn disabling_request_closes_the_watch_and_deletes_the_series() {
     std::fs::write(host.manifest_dir().join("cluster.yaml"), disabled).unwrap();
     wait_until(
         "series deleted and the watch closed",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         async || {
             let scrape = host.scrape().await;
             let left = scrape.all(KEYS, &[]).len() + scrape.all(REQUESTS, &[]).len();

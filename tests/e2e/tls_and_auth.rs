@@ -55,7 +55,7 @@ async fn tls_clusters_are_verified_against_their_ca() {
 
     wait_until(
         "secure reads 1 and wrongca reads 0",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         async || {
             let scrape = host.scrape().await;
             let secure = scrape.get(HEALTHY, &[("clusterName", "secure")]);
@@ -127,7 +127,7 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
 
     wait_until(
         "authed discovers its member by name",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         async || {
             let status = host.json("/").await;
             let clusters = status["clusters"].as_array().cloned().unwrap_or_default();
@@ -160,5 +160,83 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
     assert!(
         !status.contains("s3cret-root"),
         "passwords must never reach the status page"
+    );
+}
+
+/// JWT auth tokens expire (here after 2 s): the host renews them and
+/// retries, so counts and HashKV keep working long after the first token
+/// is gone, and no round fails or loses series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_auth_tokens_are_renewed() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let (private, public) = (keys.path().join("jwt.key"), keys.path().join("jwt.pub"));
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    std::fs::write(&public, key.public_key_pem()).unwrap();
+    let jwt = format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=2s",
+        public.display(),
+        private.display()
+    );
+    let etcd = EtcdCluster::start(Options::new(1).args(&["--auth-token", &jwt])).await;
+    let ep = etcd.members[0].client_url.clone();
+    etcd.etcdctl(&[
+        "--endpoints",
+        &ep,
+        "user",
+        "add",
+        "root",
+        "--new-user-password=ttl-pass",
+    ])
+    .unwrap();
+    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
+    let creds = etcd.dir().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("username"), "root").unwrap();
+    std::fs::write(creds.join("password"), "ttl-pass").unwrap();
+    let manifests = [
+        (
+            "c.yaml",
+            cluster_manifest("ttl", &[("importedAddr", &ep), ("certName", creds.to_str().unwrap())]),
+        ),
+        ("i.yaml", inspection_manifest("ttl", "consistency", 1)),
+    ];
+    let host = Host::start(&[plugin_file("bundled", "consistency")], &manifests, &[]).await;
+    // Rounds a second apart, until well past three token lifetimes.
+    let ok_rounds = |s: &crate::harness::metrics::Scrape| {
+        s.get(
+            "etcd_inspector_plugin_invocations_total",
+            &[("plugin", "consistency"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+    let started = std::time::Instant::now();
+    wait_until(
+        "consistency rounds past the token TTL",
+        Duration::from_secs(60),
+        async || {
+            let scrape = host.scrape().await;
+            let rounds = ok_rounds(&scrape);
+            if rounds >= 6.0 && started.elapsed() > Duration::from_secs(7) {
+                Ok(())
+            } else {
+                Err(format!("{rounds} ok rounds after {:?}", started.elapsed()))
+            }
+        },
+    )
+    .await;
+    let scrape = host.scrape().await;
+    assert_eq!(scrape.get("inspection_failed_num", &[]), None, "{}", host.log());
+    assert!(
+        scrape
+            .get("inspection_etcd_member_key_total", &[("clusterName", "ttl")])
+            .is_some(),
+        "the count is still there"
+    );
+    assert!(
+        scrape
+            .get("inspection_etcd_member_hashkv", &[("clusterName", "ttl")])
+            .is_some(),
+        "HashKV is still answered"
     );
 }

@@ -4,5 +4,7 @@
 pub mod config;
 pub mod crd;
 pub mod manifests;
+mod pool;
 
 pub use config::{parse_feature_gates, ClusterConfig, ClusterKey, ConfigError, FeatureSettings, FeatureSource};
+pub use pool::ConnectionPool;

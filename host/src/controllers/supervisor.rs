@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::invocation::Params;
 use super::job::Job;
-use crate::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
+use crate::cluster::{ClusterConfig, ClusterKey, ConnectionPool, FeatureSettings};
 use crate::etcd::{ClusterConnection, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::runtime::PluginRegistry;
@@ -69,8 +69,9 @@ struct ClusterEntry {
 pub struct Supervisor {
     plugins: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
-    settings: SchedulerSettings,
     permits: Arc<Semaphore>,
+    /// Shared with whatever else talks to the clusters (the cluster controller).
+    pool: Arc<ConnectionPool>,
     clusters: Mutex<HashMap<ClusterKey, ClusterEntry>>,
     errors: Mutex<Vec<String>>,
 }
@@ -81,8 +82,8 @@ impl Supervisor {
         Supervisor {
             plugins,
             metrics,
-            settings,
             permits,
+            pool: Arc::new(ConnectionPool::new(settings.connection)),
             clusters: Mutex::default(),
             errors: Mutex::default(),
         }
@@ -146,6 +147,11 @@ impl Supervisor {
         }
     }
 
+    /// The connections of the running clusters, for others to share.
+    pub fn connections(&self) -> &Arc<ConnectionPool> {
+        &self.pool
+    }
+
     /// Configuration errors from the last [`Self::apply`].
     pub fn errors(&self) -> Vec<String> {
         self.errors.lock().unwrap().clone()
@@ -184,10 +190,9 @@ impl Supervisor {
     }
 
     fn new_entry(&self, config: &ClusterConfig) -> Result<ClusterEntry, crate::etcd::TlsError> {
-        let connection = config.connect(self.settings.connection.clone())?;
         Ok(ClusterEntry {
             config: config.clone(),
-            connection: Arc::new(connection),
+            connection: self.pool.get(config)?,
             params: watch::Sender::new(Arc::new(config.params.clone())),
             tasks: HashMap::new(),
             runs: Arc::default(),

@@ -97,6 +97,12 @@ pub enum CallError {
     FutureRevision,
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The credentials were refused (wrong password, token not accepted).
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// The TLS handshake failed (unknown CA, bad certificate, wrong name).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("endpoint {0} is not a member of this cluster")]
     UnknownEndpoint(String),
     #[error("{0}")]
@@ -104,16 +110,26 @@ pub enum CallError {
 }
 
 impl From<etcd_client::Error> for CallError {
+    /// Classified once, here: the rest of the host matches on variants.
+    /// etcd reports some conditions only by its sentinel messages
+    /// (`rpctypes` in etcd's client), so those are matched by text.
     fn from(e: etcd_client::Error) -> Self {
         use tonic::Code;
+        if is_tls_failure(&e) {
+            return CallError::Tls(error_chain(&e));
+        }
         match &e {
             etcd_client::Error::GRpcStatus(status) => {
                 let message = status.message().to_string();
                 match status.code() {
                     _ if message.contains("required revision has been compacted") => CallError::Compacted(0),
                     _ if message.contains("required revision is a future revision") => CallError::FutureRevision,
+                    _ if message.contains("authentication failed") || message.contains("invalid auth token") => {
+                        CallError::AuthFailed(message)
+                    }
+                    Code::Unauthenticated => CallError::AuthFailed(message),
                     Code::DeadlineExceeded => CallError::Timeout(message),
-                    Code::PermissionDenied | Code::Unauthenticated => CallError::PermissionDenied(message),
+                    Code::PermissionDenied => CallError::PermissionDenied(message),
                     Code::Unavailable => CallError::Unavailable(error_chain(&e)),
                     _ => CallError::Other(error_chain(&e)),
                 }
@@ -124,6 +140,23 @@ impl From<etcd_client::Error> for CallError {
             _ => CallError::Other(error_chain(&e)),
         }
     }
+}
+
+/// Whether a rustls error is somewhere in `error`'s causes (an `io::Error`
+/// hides its payload from `source()`, so that is looked into too).
+pub(super) fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let inner_tls = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if e.downcast_ref::<rustls::Error>().is_some() || inner_tls {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Connections to one etcd cluster.
@@ -321,16 +354,17 @@ impl ClusterConnection {
         let response = match endpoint {
             Some(ep) => {
                 let mut client = self.client_for(ep).await?;
-                self.bounded(client.get(key, Some(options))).await?
+                self.bounded(client.get(key, Some(options))).await
             }
             None => {
                 self.on_any_endpoint(|mut c| {
                     let (key, options) = (key.clone(), options.clone());
                     async move { c.get(key, Some(options)).await }
                 })
-                .await?
+                .await
             }
         };
+        let response = self.with_compact_revision(response).await?;
         let rev = response
             .header()
             .map(|h| h.revision().max(0) as u64)
@@ -352,7 +386,8 @@ impl ClusterConnection {
                 let (key, options) = (key.clone(), options.clone());
                 async move { c.get(key, Some(options)).await }
             })
-            .await?;
+            .await;
+        let response = self.with_compact_revision(response).await?;
         Ok(response
             .kvs()
             .iter()
@@ -378,6 +413,33 @@ impl ClusterConnection {
             r.compact_version().max(0) as u64,
             header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
         ))
+    }
+
+    /// etcd's "required revision has been compacted" does not say up to
+    /// where; the plugin contract does (`compacted(u64)`), so ask.
+    async fn with_compact_revision<T>(&self, result: Result<T, CallError>) -> Result<T, CallError> {
+        match result {
+            Err(CallError::Compacted(0)) => Err(CallError::Compacted(self.compact_revision().await.unwrap_or(0))),
+            other => other,
+        }
+    }
+
+    /// The compact revision: a watch from revision 1 is refused with it.
+    /// Cheap (no history is read), and only asked after a compacted answer.
+    pub async fn compact_revision(&self) -> Option<u64> {
+        let probe = async {
+            let mut watch = self.watch(b"\0etcd-inspector/compact-revision", 1).await.ok()?;
+            loop {
+                match watch.next().await.ok()?? {
+                    WatchUpdate::Compacted(revision) => return Some(revision),
+                    WatchUpdate::Events(_) | WatchUpdate::Progress(_) => continue,
+                }
+            }
+        };
+        tokio::time::timeout(self.settings.call_timeout, probe)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The cluster's current revision, from whichever member answers.
@@ -411,7 +473,9 @@ impl ClusterConnection {
         self.check_endpoint(endpoint)?;
         let url = format!("{}/health", endpoint.trim_end_matches('/'));
         let response = self.http.get(&url).send().await.map_err(|e| {
-            if e.is_timeout() {
+            if is_tls_failure(&e) {
+                CallError::Tls(format!("{url}: {}", error_chain(&e)))
+            } else if e.is_timeout() {
                 CallError::Timeout(format!("{url}: no answer within {:?}", self.settings.call_timeout))
             } else {
                 CallError::Unavailable(format!("{url}: {}", error_chain(&e)))
@@ -494,6 +558,7 @@ impl ClusterConnection {
         }
         let start = self.preferred.load(Ordering::Relaxed) % candidates.len();
         let mut errors = Vec::new();
+        let mut all_tls = true;
         for i in 0..candidates.len() {
             let index = (start + i) % candidates.len();
             let endpoint = &candidates[index];
@@ -506,11 +571,21 @@ impl ClusterConnection {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(e @ (CallError::PermissionDenied(_) | CallError::Compacted(_) | CallError::FutureRevision)) => {
-                    return Err(e)
+                // The same answer from every member: no use asking the others.
+                Err(
+                    e @ (CallError::PermissionDenied(_)
+                    | CallError::AuthFailed(_)
+                    | CallError::Compacted(_)
+                    | CallError::FutureRevision),
+                ) => return Err(e),
+                Err(e) => {
+                    all_tls &= matches!(e, CallError::Tls(_));
+                    errors.push(format!("{endpoint}: {e}"));
                 }
-                Err(e) => errors.push(format!("{endpoint}: {e}")),
             }
+        }
+        if all_tls {
+            return Err(CallError::Tls(errors.join("; ")));
         }
         Err(CallError::Unavailable(errors.join("; ")))
     }
@@ -549,7 +624,11 @@ impl ClusterConnection {
         let timeout = self.settings.call_timeout;
         let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.creds.user {
-            options = options.with_user(user.clone(), password.clone());
+            // Tokens expire (simple tokens after --auth-token-ttl, JWTs at
+            // their TTL): a refused token is renewed and the call retried once.
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         let connect = async {
             let channel = grpc_channel(endpoint, &self.grpc_tls, timeout)?;
@@ -557,6 +636,7 @@ impl ClusterConnection {
         };
         self.bounded(connect).await.map_err(|e| match e {
             CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
+            CallError::Tls(m) => CallError::Tls(format!("{endpoint}: {m}")),
             CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
             other => other,
         })

@@ -68,6 +68,9 @@ pub struct HostState {
     bytes_read: u64,
     /// Set at the first refusal; every later etcd call is refused too.
     pub(super) budget_exhausted: Option<BudgetKind>,
+    /// An etcd call of this round was refused for our credentials: the
+    /// plugin saw part of the cluster, so the round is not committed.
+    pub(super) refused: Option<String>,
 }
 
 impl HostState {
@@ -92,6 +95,7 @@ impl HostState {
             calls_made: 0,
             bytes_read: 0,
             budget_exhausted: None,
+            refused: None,
         }
     }
 
@@ -115,6 +119,9 @@ impl HostState {
     /// Counts what an answer hands the plugin; past the byte budget, the
     /// answer is withheld and the round is over.
     fn charge<T: WireSize>(&mut self, answer: Result<T, types::EtcdError>) -> Result<T, types::EtcdError> {
+        if let Err(types::EtcdError::PermissionDenied(m)) = &answer {
+            self.refused.get_or_insert_with(|| m.clone());
+        }
         let answer = answer?;
         self.bytes_read = self.bytes_read.saturating_add(answer.wire_size());
         if self.bytes_read > self.budget.bytes {
@@ -142,7 +149,8 @@ impl From<CallError> for types::EtcdError {
             CallError::Unavailable(m) => E::Unavailable(m),
             CallError::Compacted(r) => E::Compacted(r),
             CallError::FutureRevision => E::FutureRevision,
-            CallError::PermissionDenied(m) => E::PermissionDenied(m),
+            CallError::PermissionDenied(m) | CallError::AuthFailed(m) => E::PermissionDenied(m),
+            CallError::Tls(m) => E::Unavailable(format!("TLS: {m}")),
             CallError::UnknownEndpoint(m) => E::UnknownEndpoint(m),
             CallError::Other(m) => E::Other(m),
         }

@@ -439,6 +439,15 @@ impl Runtime {
                 message: exhausted.message(&limits.budget),
             });
         }
+        if let (Ok(_), Some(refused)) = (&reply, &store.data().refused) {
+            return Err(CallFailure {
+                outcome: Outcome::PluginError,
+                message: crate::text::one_line(
+                    &format!("etcd refused a call of this round (permission denied: {refused}); a partial round is not committed"),
+                    MAX_MESSAGE_BYTES,
+                ),
+            });
+        }
         reply.map(|r| (r, store.data_mut().state_out.take()))
     }
 }

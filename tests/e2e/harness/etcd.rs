@@ -30,6 +30,8 @@ pub struct Options<'a> {
     pub tls: Option<&'a Pki>,
     /// `--quota-backend-bytes`, to reach NOSPACE quickly.
     pub quota_bytes: Option<u64>,
+    /// More flags for every member.
+    pub extra: Vec<String>,
 }
 
 impl<'a> Options<'a> {
@@ -38,6 +40,14 @@ impl<'a> Options<'a> {
             size,
             tls: None,
             quota_bytes: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn args(self, args: &[&str]) -> Self {
+        Options {
+            extra: args.iter().map(|a| a.to_string()).collect(),
+            ..self
         }
     }
 
@@ -106,6 +116,7 @@ impl EtcdCluster {
                     .args(["--initial-cluster-token", &token, "--logger", "zap"])
                     .stdout(Stdio::null())
                     .stderr(log);
+                cmd.args(&options.extra);
                 if let Some(bytes) = options.quota_bytes {
                     cmd.arg(format!("--quota-backend-bytes={bytes}"));
                 }

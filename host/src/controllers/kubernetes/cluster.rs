@@ -2,31 +2,26 @@
 //! through its own endpoint, D1), write one status patch, the seed's
 //! labels, and one EtcdInspection per enabled feature, owned by the cluster.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::secrets;
+use super::registry::{ClusterRegistry, Unusable};
 use super::status::{cluster_labels, cluster_status, feature_actions, FeatureAction, Observation, ObservedMember};
-use super::KubeSettings;
 use crate::cluster::config::annotations;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
-use crate::cluster::{parse_feature_gates, ClusterConfig, ClusterKey, FeatureSource};
-use crate::etcd::{ClusterConnection, ConnectionSettings};
+use crate::cluster::parse_feature_gates;
+use crate::etcd::CallError;
 
 pub struct Context {
-    pub client: Client,
-    pub settings: Arc<KubeSettings>,
-    pub connection: ConnectionSettings,
-    /// One connection per cluster, rebuilt when its settings change.
-    connections: Mutex<HashMap<ClusterKey, (ClusterConfig, Arc<ClusterConnection>)>>,
+    pub registry: Arc<ClusterRegistry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,38 +30,16 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
 }
 
-impl Context {
-    pub fn new(client: Client, settings: Arc<KubeSettings>, connection: ConnectionSettings) -> Self {
-        Context {
-            client,
-            settings,
-            connection,
-            connections: Mutex::default(),
-        }
-    }
-
-    fn connection(&self, config: &ClusterConfig) -> Result<Arc<ClusterConnection>, String> {
-        let mut connections = self.connections.lock().unwrap();
-        if let Some((known, c)) = connections.get(&config.key) {
-            if known.same_connection(config) {
-                return Ok(c.clone());
-            }
-        }
-        let c = Arc::new(config.connect(self.connection.clone()).map_err(|e| e.to_string())?);
-        connections.insert(config.key.clone(), (config.clone(), c.clone()));
-        Ok(c)
-    }
-}
-
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
-    let selector = ctx.settings.label_selector.clone();
+    let selector = ctx.registry.settings().label_selector.clone();
+    let client = ctx.registry.client().clone();
     let config = |s: &Option<String>| match s {
         Some(s) => watcher::Config::default().labels(s),
         None => watcher::Config::default(),
     };
-    let clusters = Api::<EtcdCluster>::all(ctx.client.clone());
-    let inspections = Api::<EtcdInspection>::all(ctx.client.clone());
+    let clusters = Api::<EtcdCluster>::all(client.clone());
+    let inspections = Api::<EtcdInspection>::all(client);
     Controller::new(clusters, config(&selector))
         .owns(inspections, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
@@ -86,7 +59,7 @@ fn error_policy(_: Arc<EtcdCluster>, error: &ReconcileError, _: Arc<Context>) ->
 async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let name = cluster.name_any();
-    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.registry.client().clone(), &namespace);
     let annotations = cluster.annotations();
     let (gates, _) = parse_feature_gates(
         annotations
@@ -96,7 +69,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     );
     let seeds = annotations.get(annotations::IMPORTED_ADDR).cloned().unwrap_or_default();
 
-    let observation = observe(&cluster, &namespace, &ctx).await;
+    let observation = observe(&cluster, &ctx.registry).await;
     let mut status = cluster_status(&cluster.status.clone().unwrap_or_default(), &seeds, &observation);
     if let Observation::Members(_) = observation {
         status.feature_gates_status = sync_inspections(&cluster, &namespace, &gates, &ctx).await;
@@ -120,52 +93,31 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         )
         .await?;
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::requeue(ctx.registry.settings().resync))
 }
 
-async fn observe(cluster: &EtcdCluster, namespace: &str, ctx: &Context) -> Observation {
-    let credentials = match cluster
-        .annotations()
-        .get(annotations::CERT_NAME)
-        .filter(|n| !n.trim().is_empty())
-    {
-        Some(cert_name) => {
-            match secrets::credentials(
-                &ctx.client,
-                namespace,
-                cert_name.trim(),
-                ctx.settings.allow_cross_namespace_secrets,
-            )
-            .await
-            {
-                Ok(c) => Some(Ok(c)),
-                Err(message) => {
-                    return Observation::Invalid {
-                        reason: "CredentialsUnavailable",
-                        message,
-                    }
-                }
+async fn observe(cluster: &EtcdCluster, registry: &ClusterRegistry) -> Observation {
+    let config = match registry.config(cluster, &[]).await {
+        Ok(c) => c,
+        Err(Unusable::Credentials(e)) => {
+            return Observation::Invalid {
+                reason: "CredentialsUnavailable",
+                message: e.to_string(),
             }
         }
-        None => None,
-    };
-    let config = match ClusterConfig::build(cluster, &[], FeatureSource::Inspections, |_| {
-        credentials.unwrap_or_else(|| Ok(Default::default()))
-    }) {
-        Ok(c) => c,
-        Err(e) => {
+        Err(Unusable::Spec(e)) => {
             return Observation::Invalid {
                 reason: "InvalidSpec",
                 message: e.to_string(),
             }
         }
     };
-    let connection = match ctx.connection(&config) {
+    let connection = match registry.connection(&config) {
         Ok(c) => c,
-        Err(message) => {
+        Err(e) => {
             return Observation::Invalid {
                 reason: "CredentialsUnavailable",
-                message,
+                message: format!("cluster {}: metadata.annotations.certName: {e}", config.key),
             }
         }
     };
@@ -173,10 +125,10 @@ async fn observe(cluster: &EtcdCluster, namespace: &str, ctx: &Context) -> Obser
         Ok(m) if !m.is_empty() => m,
         Ok(_) => {
             return Observation::Unreachable {
-                message: "MemberList returned no member with a client URL".into(),
+                error: CallError::Unavailable("MemberList returned no member with a client URL".into()),
             }
         }
-        Err(e) => return Observation::Unreachable { message: e.to_string() },
+        Err(error) => return Observation::Unreachable { error },
     };
     let observed = members.into_iter().map(|info| {
         let connection = connection.clone();
@@ -197,7 +149,7 @@ async fn sync_inspections(
     gates: &BTreeMap<String, bool>,
     ctx: &Context,
 ) -> BTreeMap<String, String> {
-    let api: Api<EtcdInspection> = Api::namespaced(ctx.client.clone(), namespace);
+    let api: Api<EtcdInspection> = Api::namespaced(ctx.registry.client().clone(), namespace);
     let name = cluster.name_any();
     let uid = cluster.uid();
     let owned: Vec<String> = match api.list(&Default::default()).await {

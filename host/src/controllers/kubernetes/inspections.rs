@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
@@ -13,23 +13,23 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::{secrets, KubeSettings};
-use crate::cluster::config::annotations;
+use super::registry::ClusterRegistry;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionStatus, InspectionRecord};
-use crate::cluster::{ClusterConfig, ClusterKey, FeatureSource};
+use crate::cluster::{ClusterConfig, ClusterKey};
 use crate::controllers::{RunRecord, Supervisor};
-use crate::etcd::Credentials;
 
 /// How often the desired set is recomputed and statuses written.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Runs kept in an EtcdInspection's status.
 const MAX_RECORDS: usize = 10;
 
-/// Secret reads by (namespace, certName), with when they were made.
-type SecretCache = HashMap<(String, String), (Instant, Result<Credentials, String>)>;
+/// What was last written into each inspection's status: (namespace, name)
+/// → (finish time of the run written, the records).
+type Written = HashMap<(String, String), (u128, VecDeque<InspectionRecord>)>;
 
-pub async fn run(client: Client, settings: Arc<KubeSettings>, supervisor: Arc<Supervisor>) {
-    let wc = match &settings.label_selector {
+pub async fn run(registry: Arc<ClusterRegistry>, supervisor: Arc<Supervisor>) {
+    let client = registry.client().clone();
+    let wc = match &registry.settings().label_selector {
         Some(s) => watcher::Config::default().labels(s),
         None => watcher::Config::default(),
     };
@@ -38,10 +38,9 @@ pub async fn run(client: Client, settings: Arc<KubeSettings>, supervisor: Arc<Su
     let _ = clusters.wait_until_ready().await;
     let _ = inspections.wait_until_ready().await;
 
-    let mut secrets = SecretCache::new();
-    let mut written: HashMap<(String, String), (u128, VecDeque<InspectionRecord>)> = HashMap::new();
+    let mut written = Written::new();
     loop {
-        let (desired, keep, errors) = desired(&client, &settings, &clusters, &inspections, &mut secrets).await;
+        let (desired, keep, errors) = desired(&registry, &clusters, &inspections).await;
         supervisor.apply(desired, &keep, errors);
         write_statuses(&client, &supervisor, &inspections, &mut written).await;
         tokio::time::sleep(SYNC_EVERY).await;
@@ -65,11 +64,9 @@ where
 }
 
 async fn desired(
-    client: &Client,
-    settings: &KubeSettings,
+    registry: &ClusterRegistry,
     clusters: &Store<EtcdCluster>,
     inspections: &Store<EtcdInspection>,
-    secrets: &mut SecretCache,
 ) -> (Vec<ClusterConfig>, Vec<ClusterKey>, Vec<String>) {
     let inspections = inspections.state();
     let mut by_cluster: BTreeMap<ClusterKey, Vec<&EtcdInspection>> = BTreeMap::new();
@@ -83,27 +80,7 @@ async fn desired(
     for cluster in clusters.state() {
         let key = ClusterKey::of(&cluster);
         let Some(own) = by_cluster.get(&key) else { continue };
-        let cert_name = cluster
-            .annotations()
-            .get(annotations::CERT_NAME)
-            .map(|s| s.trim().to_string());
-        let credentials = match cert_name.filter(|n| !n.is_empty()) {
-            None => Ok(Credentials::default()),
-            Some(name) => {
-                let id = (key.namespace.clone(), name.clone());
-                match secrets.get(&id).filter(|(at, _)| at.elapsed() < settings.resync) {
-                    Some((_, cached)) => cached.clone(),
-                    None => {
-                        let read =
-                            secrets::credentials(client, &key.namespace, &name, settings.allow_cross_namespace_secrets)
-                                .await;
-                        secrets.insert(id, (Instant::now(), read.clone()));
-                        read
-                    }
-                }
-            }
-        };
-        match ClusterConfig::build(&cluster, own, FeatureSource::Inspections, |_| credentials) {
+        match registry.config(&cluster, own).await {
             Ok(config) => configs.push(config),
             Err(e) => {
                 keep.push(key);
@@ -119,7 +96,7 @@ async fn write_statuses(
     client: &Client,
     supervisor: &Supervisor,
     inspections: &Store<EtcdInspection>,
-    written: &mut HashMap<(String, String), (u128, VecDeque<InspectionRecord>)>,
+    written: &mut Written,
 ) {
     let runs: HashMap<(String, String), RunRecord> = supervisor
         .views()
@@ -131,7 +108,14 @@ async fn write_statuses(
                 .filter_map(move |(f, r)| r.map(|r| ((cluster.clone(), f), r)))
         })
         .collect();
-    for inspection in inspections.state() {
+    let inspections = inspections.state();
+    // Inspections that are gone take their records with them.
+    written.retain(|(ns, name), _| {
+        inspections
+            .iter()
+            .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.name_any() == *name)
+    });
+    for inspection in inspections {
         let ns = inspection.namespace().unwrap_or_default();
         let cluster = format!("{ns}/{}", inspection.spec.cluster_name);
         let Some(run) = runs.get(&(cluster, inspection.spec.inspection_type.clone())) else {

@@ -7,6 +7,7 @@ pub mod cluster;
 mod inspections;
 pub mod leader;
 pub mod plugin_source;
+mod registry;
 mod secrets;
 pub mod status;
 
@@ -16,8 +17,8 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::controllers::Supervisor;
-use crate::etcd::ConnectionSettings;
 use leader::{Elector, LeaseTiming};
+use registry::ClusterRegistry;
 
 /// Which controllers this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +51,6 @@ pub async fn run(
     settings: KubeSettings,
     role: Role,
     supervisor: Arc<Supervisor>,
-    connection: ConnectionSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let settings = Arc::new(settings);
@@ -72,20 +72,21 @@ pub async fn run(
                 return;
             }
             let mut work = Vec::new();
+            // Both controllers share one view of each cluster: its Secret
+            // read, its configuration and its connection.
+            let registry = Arc::new(ClusterRegistry::new(
+                client.clone(),
+                settings.clone(),
+                supervisor.connections().clone(),
+            ));
             if role != Role::Inspections {
-                let ctx = Arc::new(cluster::Context::new(
-                    client.clone(),
-                    settings.clone(),
-                    connection.clone(),
-                ));
+                let ctx = Arc::new(cluster::Context {
+                    registry: registry.clone(),
+                });
                 work.push(tokio::spawn(cluster::run(ctx)));
             }
             if role != Role::Clusters {
-                work.push(tokio::spawn(inspections::run(
-                    client.clone(),
-                    settings.clone(),
-                    supervisor.clone(),
-                )));
+                work.push(tokio::spawn(inspections::run(registry, supervisor.clone())));
             }
             let _ = leading.wait_for(|l| !*l).await;
             tracing::info!("lost the lease: stopping controllers and inspections");

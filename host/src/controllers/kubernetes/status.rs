@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use crate::cluster::crd::{Condition, EtcdClusterStatus, MemberStatus};
-use crate::etcd::{MemberHealth, MemberInfo, MemberStatus as EtcdStatus};
+use crate::etcd::{CallError, MemberHealth, MemberInfo, MemberStatus as EtcdStatus};
 
 /// What the controller saw of one member.
 #[derive(Clone, Debug)]
@@ -27,7 +27,7 @@ pub enum Observation {
     },
     /// No member answered MemberList.
     Unreachable {
-        message: String,
+        error: CallError,
     },
     Members(Vec<ObservedMember>),
 }
@@ -39,15 +39,13 @@ pub fn cluster_status(previous: &EtcdClusterStatus, seeds: &str, observation: &O
     status.service_name = Some(seeds.to_string()).filter(|s| !s.is_empty());
     let (phase, ready, reason, message) = match observation {
         Observation::Invalid { reason, message } => ("Unknown", false, *reason, message.clone()),
-        Observation::Unreachable { message } => {
-            let reason = if message.contains("certificate") || message.contains("UnknownIssuer") {
-                "TLSError"
-            } else if message.contains("authentication") || message.contains("permission denied") {
-                "AuthenticationFailed"
-            } else {
-                "Unreachable"
+        Observation::Unreachable { error } => {
+            let reason = match error {
+                CallError::Tls(_) => "TLSError",
+                CallError::AuthFailed(_) | CallError::PermissionDenied(_) => "AuthenticationFailed",
+                _ => "Unreachable",
             };
-            ("Unknown", false, reason, message.clone())
+            ("Unknown", false, reason, error.to_string())
         }
         Observation::Members(observed) => {
             status.members = observed.iter().map(member_status).collect();
@@ -300,19 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn tls_failures_are_named_in_the_condition() {
-        let s = cluster_status(
-            &Default::default(),
-            "",
-            &Observation::Unreachable {
-                message: "invalid peer certificate: UnknownIssuer".into(),
-            },
-        );
+    fn tls_and_auth_failures_are_named_in_the_condition() {
+        let reason = |error: CallError| {
+            let s = cluster_status(&Default::default(), "", &Observation::Unreachable { error });
+            assert_eq!(s.conditions[0].status, "False");
+            assert_eq!(s.phase.as_deref(), Some("Unknown"));
+            (s.conditions[0].reason.clone(), s.conditions[0].message.clone())
+        };
         assert_eq!(
-            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
-            ("False", "TLSError")
+            reason(CallError::Tls("invalid peer certificate: UnknownIssuer".into())),
+            ("TLSError".into(), "TLS: invalid peer certificate: UnknownIssuer".into())
         );
-        assert_eq!(s.phase.as_deref(), Some("Unknown"));
+        assert_eq!(reason(CallError::AuthFailed("wrong".into())).0, "AuthenticationFailed");
+        // The words alone decide nothing: an unreachable member whose error
+        // mentions a certificate is still unreachable.
+        assert_eq!(
+            reason(CallError::Unavailable("no certificate store here".into())).0,
+            "Unreachable"
+        );
     }
 
     #[test]
