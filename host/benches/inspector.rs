@@ -116,6 +116,7 @@ fn snapshot(members: Vec<MemberInfo>) -> Snapshot {
         namespace: "bench".into(),
         members,
         params: vec![],
+        log_gate: None,
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn run(
         params: &config.params,
         limits: runtime.limits().clone(),
         state: None,
+        log_gate: None,
     }
     .run(work)
     .await;

@@ -7,6 +7,7 @@
 //! - [`metrics`]: the registry plugins report into.
 //! - [`controllers`]: which clusters run, and their schedules.
 //! - [`http`]: `/metrics`, `/health`, `/plugins`, `/`.
+//! - [`log_state`]: conditions and plugin lines logged once per change.
 //! - [`text`]: outside text made safe for logs, Events and pages.
 //! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
@@ -15,6 +16,7 @@ pub mod commands;
 pub mod controllers;
 pub mod etcd;
 pub mod http;
+pub mod log_state;
 pub mod metrics;
 pub mod runtime;
 pub mod text;

@@ -173,3 +173,52 @@ async fn a_frozen_member_makes_hashkv_not_comparable_not_consistent() {
     assert_eq!(scrape.get("inspection_failed_num", &[("clusterName", "prod")]), None);
     etcd.signal(frozen, Signal::SIGCONT);
 }
+
+/// An edited plugin annotation reaches the running inspection at its next
+/// round: the count prefix moves from /a/ to /b/ without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_annotation_takes_effect_at_the_next_round() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let mut client = etcd.client().await;
+    for key in ["/a/1", "/a/2", "/a/3", "/b/1"] {
+        client.put(key, "x", None).await.unwrap();
+    }
+    let url = etcd.members[0].client_url.clone();
+    let manifest = |prefix: &str| {
+        cluster_manifest(
+            "prod",
+            &[
+                ("importedAddr", &url),
+                ("etcd-inspector.io/consistency-count-prefix", prefix),
+            ],
+        )
+    };
+    let manifests = [
+        ("cluster.yaml", manifest("/a/")),
+        ("consistency.yaml", inspection_manifest("prod", "consistency", 1)),
+    ];
+    let host = Host::start(
+        &[plugin_file("bundled", "consistency")],
+        &manifests,
+        &["--rescan-interval", "1"],
+    )
+    .await;
+    let keys = async |expected: f64| {
+        wait_until(
+            &format!("{expected} keys counted"),
+            Duration::from_secs(60),
+            async || match host
+                .scrape()
+                .await
+                .get("inspection_etcd_member_key_total", &[("clusterName", "prod")])
+            {
+                Some(n) if n == expected => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+    };
+    keys(3.0).await;
+    std::fs::write(host.manifest_dir().join("cluster.yaml"), manifest("/b/")).unwrap();
+    keys(1.0).await;
+}

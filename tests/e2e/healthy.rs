@@ -108,3 +108,50 @@ async fn a_stopped_member_reads_0_within_two_intervals_and_recovers() {
             >= 3.0
     );
 }
+
+/// A cluster that never answers fails every round, but the log says so
+/// once per condition (it started, and every few minutes while it lasts),
+/// not once per round: the rounds are counted in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_stays_down_is_logged_once_not_every_round() {
+    let dead = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("down", &[("importedAddr", &dead), ("featureGates", "healthy=true")]),
+        ),
+        ("consistency.yaml", inspection_manifest("down", "consistency", 1)),
+    ];
+    let plugins = [plugin_file("bundled", "healthy"), plugin_file("bundled", "consistency")];
+    let host = Host::start(&plugins, &manifests, &[]).await;
+    wait_until("six failed rounds", Duration::from_secs(60), async || {
+        let failed = host.scrape().await.get(
+            "inspection_failed_num",
+            &[("clusterName", "down"), ("inspectionType", "consistency")],
+        );
+        match failed {
+            Some(n) if n >= 6.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let log = host.log();
+    let mut warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("down"))
+        // Without the timestamp, so repeats compare equal.
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect();
+    let all = warnings.len();
+    warnings.sort();
+    warnings.dedup();
+    assert_eq!(all, warnings.len(), "a warning repeated:\n{log}");
+    assert!(
+        warnings.iter().any(|w| w.contains("inspection failed")),
+        "the failure is logged once:\n{log}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("MemberList failed")),
+        "the member list failure is logged once:\n{log}"
+    );
+}

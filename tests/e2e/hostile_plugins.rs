@@ -157,3 +157,73 @@ async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
     }
     assert_eq!(host.get("/health").await.unwrap(), "ok");
 }
+
+/// A plugin that lists the keyspace in a loop is stopped by its per-round
+/// etcd budget: the round fails saying which budget ran out, nothing of it
+/// is committed, and refusals are counted. Both budgets, re-read live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_plugin_runs_out_of_its_etcd_budget() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let mut client = etcd.client().await;
+    for i in 0..50 {
+        client
+            .put(format!("/greedy/key-{i:03}"), "v".repeat(100), None)
+            .await
+            .unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("plugins.yaml");
+    std::fs::write(&config, "plugins:\n  greedy:\n    etcdCallsPerRound: 20\n").unwrap();
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
+        ("greedy.yaml", inspection_manifest("prod", "greedy", 1)),
+    ];
+    let flags = [
+        "--plugin-config",
+        config.to_str().unwrap(),
+        "--plugin-rescan-interval",
+        "1",
+    ];
+    let host = Host::start(&[plugin_file("fixtures", "greedy")], &manifests, &flags).await;
+    let refused = async |budget: &str, message: &str| {
+        wait_until(
+            &format!("the {budget} budget refuses"),
+            Duration::from_secs(60),
+            async || {
+                let status = host.json("/").await;
+                let run = status["clusters"][0]["features"]["greedy"].clone();
+                let refusals = host.scrape().await.get(
+                    "etcd_inspector_plugin_budget_refusals_total",
+                    &[("plugin", "greedy"), ("budget", budget)],
+                );
+                let said = run["message"].as_str().is_some_and(|m| m == message);
+                if run["outcome"] == "budget_exceeded" && said && refusals >= Some(1.0) {
+                    Ok(())
+                } else {
+                    Err(format!("{run} {refusals:?}"))
+                }
+            },
+        )
+        .await
+    };
+    refused(
+        "calls",
+        "etcd call budget exhausted: 20 calls per round (plugin setting etcdCallsPerRound)",
+    )
+    .await;
+    std::fs::write(&config, "plugins:\n  greedy:\n    etcdBytesPerRound: 20000\n").unwrap();
+    refused(
+        "bytes",
+        "etcd byte budget exhausted: 20000 bytes read per round (plugin setting etcdBytesPerRound)",
+    )
+    .await;
+    let scrape = host.scrape().await;
+    assert!(
+        scrape.all("greedy_pages", &[]).is_empty(),
+        "a refused round commits nothing"
+    );
+    assert!(scrape.get("inspection_failed_num", &[("inspectionType", "greedy")]) >= Some(2.0));
+}

@@ -3,11 +3,12 @@
 //! scheduler, `plugin run` and the bench all go through here, so what a
 //! plugin author tries is what the host does.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterKey;
 use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent};
+use crate::log_state::RepeatGate;
 use crate::metrics::{CommitMode, Metrics};
 use crate::runtime::{CallLimits, LoadedPlugin, Outcome, Runtime, Snapshot};
 
@@ -43,6 +44,9 @@ pub struct Invocation<'a> {
     pub limits: CallLimits,
     /// The plugin's `state` from its last successful call on this cluster.
     pub state: Option<Vec<u8>>,
+    /// Where the plugin's log lines on this cluster are remembered, so a
+    /// line repeated every round is written once every few minutes.
+    pub log_gate: Option<Arc<Mutex<RepeatGate>>>,
 }
 
 /// How an invocation ended.
@@ -113,6 +117,7 @@ impl Invocation<'_> {
             namespace: self.cluster.namespace.clone(),
             members,
             params,
+            log_gate: self.log_gate.clone(),
         }
     }
 }

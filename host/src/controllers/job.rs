@@ -13,10 +13,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant as TokioInstant;
 
 use super::invocation::{watch_prefix, Invocation, Params, Work};
-use super::log_state::LogState;
 use super::RunRecord;
 use crate::cluster::ClusterKey;
 use crate::etcd::{ClusterConnection, WatchEvent, WatchUpdate};
+use crate::log_state::{LogState, RepeatGate};
 use crate::metrics::Metrics;
 use crate::runtime::settings::OnFailure;
 use crate::runtime::{LoadedPlugin, Outcome, PluginRegistry};
@@ -49,6 +49,8 @@ pub(super) struct Job {
     pub failures: Mutex<LogState>,
     pub members_failures: Mutex<LogState>,
     pub watch_failures: Mutex<LogState>,
+    /// The plugin's own log lines on this cluster, written once per change.
+    pub plugin_logs: Arc<Mutex<RepeatGate>>,
 }
 
 /// Backs a plugin version off after repeated traps, timeouts or OOMs: each
@@ -360,6 +362,7 @@ impl Job {
             params: &params,
             limits: settings.limits(runtime.limits()),
             state,
+            log_gate: Some(self.plugin_logs.clone()),
         }
         .run(work)
         .await;
@@ -471,6 +474,7 @@ mod tests {
             failures: Mutex::default(),
             members_failures: Mutex::default(),
             watch_failures: Mutex::default(),
+            plugin_logs: Arc::default(),
         };
         let size = std::mem::size_of_val(&job.run());
         assert!(size <= 1024, "a job's task holds {size} bytes");

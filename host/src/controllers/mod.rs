@@ -4,7 +4,6 @@
 pub mod invocation;
 mod job;
 pub mod kubernetes;
-mod log_state;
 pub mod standalone;
 pub mod supervisor;
 

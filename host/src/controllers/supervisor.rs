@@ -235,6 +235,7 @@ impl Supervisor {
                 failures: Mutex::default(),
                 members_failures: Mutex::default(),
                 watch_failures: Mutex::default(),
+                plugin_logs: Arc::default(),
             };
             let abort = tokio::spawn(job.run()).abort_handle();
             entry.tasks.insert(

@@ -71,6 +71,7 @@ pub struct HostState {
     /// An etcd call of this round was refused for our credentials: the
     /// plugin saw part of the cluster, so the round is not committed.
     pub(super) refused: Option<String>,
+    pub(super) log_gate: Option<Arc<std::sync::Mutex<crate::log_state::RepeatGate>>>,
 }
 
 impl HostState {
@@ -96,6 +97,7 @@ impl HostState {
             bytes_read: 0,
             budget_exhausted: None,
             refused: None,
+            log_gate: None,
         }
     }
 
@@ -404,6 +406,15 @@ impl log::Host for HostState {
         let message = crate::text::one_line(&message, LOG_LINE_BYTES);
         let plugin = self.plugin.as_str();
         let cluster = self.cluster.as_ref().map(|(name, _)| name.as_str()).unwrap_or("");
+        let repeat = level != log::Level::Debug
+            && self
+                .log_gate
+                .as_ref()
+                .is_some_and(|gate| !gate.lock().unwrap().admit(&message));
+        if repeat {
+            tracing::debug!(plugin, cluster, "{message}");
+            return Ok(());
+        }
         match level {
             log::Level::Debug => tracing::debug!(plugin, cluster, "{message}"),
             log::Level::Info => tracing::info!(plugin, cluster, "{message}"),

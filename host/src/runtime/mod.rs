@@ -128,6 +128,9 @@ pub struct Snapshot {
     pub namespace: String,
     pub members: Vec<MemberInfo>,
     pub params: Vec<(String, String)>,
+    /// What this plugin logged on this cluster in earlier calls: a line it
+    /// repeats every round is written at debug between the gate's repeats.
+    pub log_gate: Option<Arc<std::sync::Mutex<crate::log_state::RepeatGate>>>,
 }
 
 enum Call {
@@ -210,7 +213,10 @@ impl Runtime {
             inspector: &inspector,
             watcher: None,
         };
-        let info = match self.call(entry, "(loading)", None, None, Call::Describe, &limits).await {
+        let info = match self
+            .call(entry, "(loading)", None, None, Call::Describe, &limits, None)
+            .await
+        {
             Ok((Reply::Describe(info), _)) => plugin::check_info(info)?,
             Ok((Reply::Samples(_), _)) => unreachable!("describe returns a description"),
             Err(f) => return Err(LoadError::Describe(f.to_string())),
@@ -310,6 +316,7 @@ impl Runtime {
         limits: &CallLimits,
     ) -> Result<Inspection, CallFailure> {
         let cluster = Some((snapshot.name.clone(), connection));
+        let log_gate = snapshot.log_gate;
         let wit_snapshot = types::ClusterSnapshot {
             name: snapshot.name,
             namespace: snapshot.namespace,
@@ -326,7 +333,7 @@ impl Runtime {
             watcher: plugin.watcher.as_ref(),
         };
         let (reply, state) = self
-            .call(entry, &plugin.info.name, cluster, state, call, limits)
+            .call(entry, &plugin.info.name, cluster, state, call, limits, log_gate)
             .await?;
         match reply {
             Reply::Samples(Ok(samples)) => Ok(Inspection {
@@ -356,6 +363,7 @@ impl Runtime {
         state: Option<Vec<u8>>,
         call: Call,
         limits: &CallLimits,
+        log_gate: Option<Arc<std::sync::Mutex<crate::log_state::RepeatGate>>>,
     ) -> Result<(Reply, Option<Vec<u8>>), CallFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         // No preopens, no env, no args, sockets denied: a plugin reaches the
@@ -370,6 +378,7 @@ impl Runtime {
             .build();
         let mut host_state = HostState::new(plugin, cluster, wasi, store_limits, limits.budget);
         host_state.state_in = state;
+        host_state.log_gate = log_gate;
         let mut store = Store::new(&self.engine, host_state);
         store.limiter(|s| &mut s.limits);
         // The default deadline is "already expired". Yield to tokio every

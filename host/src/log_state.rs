@@ -2,8 +2,11 @@
 //! clusters whose members do not answer, a line per member per round buried
 //! everything else (~80 000 lines in half an hour). The count stays in the
 //! metrics; the log says when something started failing, that it still
-//! fails every few minutes, and when it recovered.
+//! fails every few minutes, and when it recovered. Plugins' own log lines
+//! go through a [`RepeatGate`]: the same line from the same plugin on the
+//! same cluster is written once every few minutes, the repeats at debug.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How often a condition that keeps failing is logged again.
@@ -24,6 +27,44 @@ struct Failing {
     /// The message without its digits: "next try in 3.2s" and "next try in
     /// 2.9s" are the same news.
     shape: String,
+}
+
+/// Remembers when each line was last written. Lines are compared whole:
+/// unlike a failure's state, two lines that differ in a member's name or
+/// port are different news.
+#[derive(Debug, Default)]
+pub struct RepeatGate {
+    last: HashMap<String, Instant>,
+}
+
+/// Kinds of line a gate remembers; a plugin that logs more kinds than this
+/// has the oldest forgotten (and written again when they recur).
+const GATE_KINDS: usize = 64;
+
+impl RepeatGate {
+    /// Whether `message` is news: not written in the last [`REPEAT_EVERY`].
+    pub fn admit(&mut self, message: &str) -> bool {
+        self.admit_at(message, Instant::now())
+    }
+
+    fn admit_at(&mut self, message: &str, now: Instant) -> bool {
+        let kind = message.to_string();
+        if self
+            .last
+            .get(&kind)
+            .is_some_and(|t| now.duration_since(*t) < REPEAT_EVERY)
+        {
+            return false;
+        }
+        if self.last.len() >= GATE_KINDS && !self.last.contains_key(&kind) {
+            let oldest = self.last.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.last.remove(&oldest);
+            }
+        }
+        self.last.insert(kind, now);
+        true
+    }
 }
 
 fn shape(message: &str) -> String {
@@ -113,5 +154,26 @@ mod tests {
         );
         assert_eq!(state.succeeded_at(at(720)), Some("after 76 failures over 720 s".into()));
         assert_eq!(state.succeeded_at(at(730)), None);
+    }
+
+    #[test]
+    fn a_repeated_plugin_line_is_written_every_few_minutes_and_a_new_one_at_once() {
+        let mut gate = RepeatGate::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let member_down =
+            |gate: &mut RepeatGate, s| gate.admit_at("member m1: connection refused (127.0.0.1:2379)", at(s));
+        let written: Vec<u64> = (0..70)
+            .map(|round| round * 10)
+            .filter(|s| member_down(&mut gate, *s))
+            .collect();
+        assert_eq!(written, [0, 300, 600]);
+        assert!(gate.admit_at("member m2: connection refused (127.0.0.1:2381)", at(601)));
+        assert!(!gate.admit_at("member m2: connection refused (127.0.0.1:2381)", at(602)));
+        // Bounded: many kinds of line push the oldest out, never grow the map.
+        for i in 0..1000 {
+            gate.admit_at(&format!("kind {}", "x".repeat(i % 100)), at(700));
+        }
+        assert!(gate.last.len() <= GATE_KINDS);
     }
 }
