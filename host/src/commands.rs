@@ -55,7 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<String> {
     let (plugin, _) = check(runtime, file).await?;
     let base = manifest.parent().unwrap_or(Path::new("."));
-    let set = manifests::read_files(&[manifest.to_path_buf()], base);
+    let set = manifests::read_files(&[manifest.to_path_buf()], base, true);
     for e in &set.errors {
         eprintln!("{e}");
     }

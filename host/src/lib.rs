@@ -8,6 +8,7 @@
 //! - [`controllers`]: which clusters run, and their schedules.
 //! - [`http`]: `/metrics`, `/health`, `/plugins`, `/`.
 //! - [`log_state`]: conditions and plugin lines logged once per change.
+//! - [`files`]: reading outside files safely (regular, capped, confined).
 //! - [`text`]: outside text made safe for logs, Events and pages.
 //! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod commands;
 pub mod controllers;
 pub mod etcd;
+pub mod files;
 pub mod http;
 pub mod log_state;
 pub mod metrics;

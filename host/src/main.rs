@@ -129,6 +129,10 @@ struct StandaloneArgs {
     /// How often the manifest directory is re-read, in seconds.
     #[arg(long, default_value_t = 5.0)]
     rescan_interval: f64,
+    /// Let certName name directories outside --manifests (by default a
+    /// manifest cannot point a cluster at credentials elsewhere on disk).
+    #[arg(long)]
+    allow_cert_dirs_outside_manifests: bool,
 }
 
 #[derive(clap::Args)]
@@ -335,6 +339,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let source = ManifestSource {
         dir: args.manifests.clone(),
         rescan: seconds("rescan-interval", args.rescan_interval)?,
+        confine_cert_dirs: !args.allow_cert_dirs_outside_manifests,
     };
     let supervisor = host.supervisor.clone();
     let work = async move {

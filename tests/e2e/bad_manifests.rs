@@ -108,3 +108,69 @@ async fn bad_manifests_are_reported_by_cluster_and_field_and_the_rest_runs() {
     })
     .await;
 }
+
+/// Hostile files in the manifest directory: a FIFO as a certName's ca.crt
+/// (which once froze the host) and an oversized one are refused at once
+/// with the path named; the good cluster and /health go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_a_huge_file_is_refused_and_the_host_keeps_serving() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let url = etcd.members[0].client_url.clone();
+    let manifests = [(
+        "good.yaml",
+        cluster_manifest("good", &[("importedAddr", &url), ("featureGates", "healthy=true")]),
+    )];
+    let host = Host::start(
+        &[plugin_file("bundled", "healthy")],
+        &manifests,
+        &["--rescan-interval", "0.5"],
+    )
+    .await;
+    let dir = host.manifest_dir();
+    for name in ["fifo-certs", "huge-certs"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+    }
+    let fifo = dir.join("fifo-certs/ca.crt");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let huge = dir.join("huge-certs/ca.crt");
+    std::fs::File::create(&huge).unwrap().set_len(2 << 20).unwrap();
+    for (name, certs) in [("fifo", "fifo-certs"), ("huge", "huge-certs")] {
+        let manifest = cluster_manifest(
+            name,
+            &[
+                ("importedAddr", &url),
+                ("certName", certs),
+                ("featureGates", "healthy=true"),
+            ],
+        );
+        std::fs::write(dir.join(format!("{name}.yaml")), manifest).unwrap();
+    }
+    let expected = [
+        format!("{}: not a regular file (a FIFO)", fifo.display()),
+        format!(
+            "{}: {} bytes is more than the 1048576 accepted",
+            huge.display(),
+            2 << 20
+        ),
+    ];
+    wait_until(
+        "both refused, good still inspected",
+        Duration::from_secs(60),
+        async || {
+            let status = host.json("/").await;
+            let errors = status["configErrors"].to_string();
+            let good = host.scrape().await.get(HEALTHY, &[("clusterName", "good")]);
+            if expected.iter().all(|e| errors.contains(e)) && good == Some(1.0) {
+                Ok(())
+            } else {
+                Err(format!("{errors} good={good:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(host.get("/health").await.unwrap(), "ok");
+}

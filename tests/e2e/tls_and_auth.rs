@@ -9,6 +9,8 @@ use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::{plugin_file, wait_until};
 
 const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
+/// For tests whose certName directories are made beside etcd's data.
+const OUTSIDE: &str = "--allow-cert-dirs-outside-manifests";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clusters_are_verified_against_their_ca() {
@@ -51,7 +53,8 @@ async fn tls_clusters_are_verified_against_their_ca() {
         ),
         ("i3.yaml", inspection_manifest("optout", "healthy", 1)),
     ];
-    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
+    // The certificates live beside etcd's data, outside the manifests.
+    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[OUTSIDE]).await;
 
     wait_until(
         "secure reads 1 and wrongca reads 0",
@@ -123,7 +126,7 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
         ("i1.yaml", inspection_manifest("authed", "healthy", 1)),
         ("i2.yaml", inspection_manifest("badpass", "healthy", 1)),
     ];
-    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
+    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[OUTSIDE]).await;
 
     wait_until(
         "authed discovers its member by name",
@@ -201,7 +204,7 @@ async fn expired_auth_tokens_are_renewed() {
         ),
         ("i.yaml", inspection_manifest("ttl", "consistency", 1)),
     ];
-    let host = Host::start(&[plugin_file("bundled", "consistency")], &manifests, &[]).await;
+    let host = Host::start(&[plugin_file("bundled", "consistency")], &manifests, &[OUTSIDE]).await;
     // Rounds a second apart, until well past three token lifetimes.
     let ok_rounds = |s: &crate::harness::metrics::Scrape| {
         s.get(
@@ -239,4 +242,95 @@ async fn expired_auth_tokens_are_renewed() {
             .is_some(),
         "HashKV is still answered"
     );
+}
+
+/// certName stays inside the manifest directory: a directory there works;
+/// `..`, an absolute path and a link out are refused with the reason, so
+/// one manifest cannot point a cluster at another's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_dirs_are_confined_to_the_manifest_directory() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let ep = etcd.members[0].client_url.clone();
+    etcd.etcdctl(&[
+        "--endpoints",
+        &ep,
+        "user",
+        "add",
+        "root",
+        "--new-user-password=inside-pass",
+    ])
+    .unwrap();
+    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
+    let elsewhere = etcd.dir().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("username"), "root").unwrap();
+    std::fs::write(elsewhere.join("password"), "inside-pass").unwrap();
+    let cluster = |name: &str, cert_name: &str| {
+        (
+            format!("{name}.yaml"),
+            cluster_manifest(
+                name,
+                &[
+                    ("importedAddr", &ep),
+                    ("certName", cert_name),
+                    ("featureGates", "healthy=true"),
+                ],
+            ),
+        )
+    };
+    let absolute = elsewhere.to_str().unwrap().to_string();
+    let clusters = [
+        cluster("inside", "creds"),
+        cluster("dotdot", "../../elsewhere"),
+        cluster("absolute", &absolute),
+        cluster("link", "link"),
+    ];
+    let mut manifests: Vec<(&str, String)> = clusters.iter().map(|(f, y)| (f.as_str(), y.clone())).collect();
+    manifests.push(("creds/username", "root".into()));
+    manifests.push(("creds/password", "inside-pass".into()));
+    let host = Host::start(
+        &[plugin_file("bundled", "healthy")],
+        &manifests,
+        &["--rescan-interval", "1"],
+    )
+    .await;
+    std::os::unix::fs::symlink(&elsewhere, host.manifest_dir().join("link")).unwrap();
+    let dir = host.manifest_dir();
+    let refused = |name: &str, path: &str| {
+        format!(
+            "cluster default/{name}: metadata.annotations.certName: {}: outside {}; {}",
+            dir.join(path).display(),
+            dir.display(),
+            etcd_inspector::etcd::CONFINEMENT_HINT
+        )
+    };
+    let expected = [
+        refused("absolute", &absolute),
+        refused("dotdot", "../../elsewhere"),
+        refused("link", "link"),
+    ];
+    wait_until(
+        "inside works, the others are refused",
+        Duration::from_secs(60),
+        async || {
+            let status = host.json("/").await;
+            let errors: Vec<String> = status["configErrors"]
+                .as_array()
+                .map(|e| e.iter().map(|e| e.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            let inside = host.scrape().await.get(HEALTHY, &[("clusterName", "inside")]);
+            let members = status["clusters"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["cluster"] == "default/inside").cloned())
+                .map(|c| c["members"].clone());
+            let authenticated = members.is_some_and(|m| m[0].as_str().is_some_and(|m| m.starts_with("m0 ")));
+            if expected.iter().all(|e| errors.contains(e)) && inside == Some(1.0) && authenticated {
+                Ok(())
+            } else {
+                Err(format!("errors={errors:?} inside={inside:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(!host.log().contains("inside-pass"));
 }

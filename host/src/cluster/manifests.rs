@@ -1,7 +1,14 @@
 //! Standalone mode's source of clusters: EtcdCluster and EtcdInspection YAML
 //! files in a directory. `certName` names a directory (relative to the
-//! manifest directory) holding the same file names as the Secret.
+//! manifest directory, and inside it unless allowed) holding the same file
+//! names as the Secret.
+//!
+//! The directory is re-read every few seconds: a file is parsed again only
+//! when it changed (size, modification time or inode), so a large manifest
+//! costs its parse once, not at every rescan.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,6 +16,10 @@ use serde::Deserialize;
 use super::crd::{EtcdCluster, EtcdInspection, API_VERSION};
 use super::{ClusterConfig, ClusterKey, ConfigError};
 use crate::etcd::Credentials;
+use crate::files;
+
+/// Largest manifest file read (1000 clusters take about 500 KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The clusters read from a manifest directory, and what was wrong with the rest.
 #[derive(Debug, Default)]
@@ -29,74 +40,153 @@ struct TypeMeta {
     kind: String,
 }
 
-/// Reads every `*.yaml`/`*.yml` file (multi-document) in `dir`.
-pub fn read_dir(dir: &Path) -> std::io::Result<ManifestSet> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_none_or(|n| n.starts_with('.'));
-            let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-            yaml && !hidden && p.is_file()
-        })
-        .collect();
-    files.sort();
-    Ok(read_files(&files, dir))
+/// What one file holds, parsed.
+#[derive(Clone, Default)]
+struct Parsed {
+    /// With where each was found (file and document), for error messages.
+    clusters: Vec<(EtcdCluster, String)>,
+    inspections: Vec<EtcdInspection>,
+    errors: Vec<String>,
 }
 
-/// Reads the given manifest files; `certName` directories are resolved
-/// against `base`.
-pub fn read_files(files: &[PathBuf], dir: &Path) -> ManifestSet {
-    let mut set = ManifestSet::default();
-    let mut clusters = Vec::new();
-    let mut inspections = Vec::new();
-    for file in files {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                set.errors.push(format!("{}: {e}", file.display()));
-                continue;
-            }
-        };
-        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let where_ = format!("{} (document {})", file.display(), index + 1);
-            let value = match serde_yaml::Value::deserialize(document) {
-                Ok(serde_yaml::Value::Null) => continue,
-                Ok(v) => v,
-                Err(e) => {
-                    set.errors.push(format!("{where_}: not YAML: {e}"));
-                    continue;
-                }
-            };
-            let meta: TypeMeta = serde_yaml::from_value(value.clone()).unwrap_or(TypeMeta {
-                api_version: String::new(),
-                kind: String::new(),
-            });
-            if meta.api_version != API_VERSION {
-                set.errors.push(format!(
-                    "{where_}: apiVersion {:?} ignored, expected {API_VERSION:?}",
-                    meta.api_version
-                ));
-                continue;
-            }
-            match meta.kind.as_str() {
-                "EtcdCluster" => match serde_yaml::from_value::<EtcdCluster>(value) {
-                    Ok(c) => clusters.push((c, where_.clone())),
-                    Err(e) => set.errors.push(format!("{where_}: EtcdCluster: {e}")),
-                },
-                "EtcdInspection" => match serde_yaml::from_value::<EtcdInspection>(value) {
-                    Ok(i) => inspections.push(i),
-                    Err(e) => set.errors.push(format!("{where_}: EtcdInspection: {e}")),
-                },
-                other => set.errors.push(format!(
-                    "{where_}: kind {other:?} ignored, expected EtcdCluster or EtcdInspection"
-                )),
-            }
+/// A file's identity for the cache: any change to it changes one of these.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified_ns: i128,
+    inode: (u64, u64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            len: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
+/// Reads a manifest directory again and again, parsing only what changed.
+pub struct ManifestReader {
+    dir: PathBuf,
+    /// Refuse certName directories (and their files) outside `dir`.
+    confine: bool,
+    cache: HashMap<PathBuf, (Stamp, Parsed)>,
+}
+
+impl ManifestReader {
+    pub fn new(dir: PathBuf, confine: bool) -> Self {
+        ManifestReader {
+            dir,
+            confine,
+            cache: HashMap::new(),
         }
     }
 
+    /// Every `*.yaml`/`*.yml` file (multi-document) of the directory.
+    pub fn read(&mut self) -> std::io::Result<ManifestSet> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let hidden = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_none_or(|n| n.starts_with('.'));
+                let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                yaml && !hidden
+            })
+            .collect();
+        files.sort();
+        self.cache.retain(|path, _| files.contains(path));
+        let mut parsed = Vec::with_capacity(files.len());
+        for file in &files {
+            let stamp = Stamp::of(file);
+            match (stamp, self.cache.get(file)) {
+                (Some(stamp), Some((cached, p))) if *cached == stamp => parsed.push(p.clone()),
+                _ => {
+                    let p = parse_file(file);
+                    if let Some(stamp) = stamp {
+                        self.cache.insert(file.clone(), (stamp, p.clone()));
+                    }
+                    parsed.push(p);
+                }
+            }
+        }
+        Ok(build(parsed, &self.dir, self.confine))
+    }
+}
+
+/// Reads the given manifest files once; `certName` directories are
+/// resolved against `dir`.
+pub fn read_files(files: &[PathBuf], dir: &Path, confine: bool) -> ManifestSet {
+    build(files.iter().map(|f| parse_file(f)).collect(), dir, confine)
+}
+
+fn parse_file(file: &Path) -> Parsed {
+    let mut set = Parsed::default();
+    let text = match files::read_text_capped(file, MAX_MANIFEST_BYTES) {
+        Ok(t) => t,
+        Err(e) => {
+            set.errors.push(e.to_string());
+            return set;
+        }
+    };
+    let Parsed {
+        clusters,
+        inspections,
+        errors,
+    } = &mut set;
+    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let where_ = format!("{} (document {})", file.display(), index + 1);
+        let value = match serde_yaml::Value::deserialize(document) {
+            Ok(serde_yaml::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("{where_}: not YAML: {e}"));
+                continue;
+            }
+        };
+        let meta: TypeMeta = serde_yaml::from_value(value.clone()).unwrap_or(TypeMeta {
+            api_version: String::new(),
+            kind: String::new(),
+        });
+        if meta.api_version != API_VERSION {
+            errors.push(format!(
+                "{where_}: apiVersion {:?} ignored, expected {API_VERSION:?}",
+                meta.api_version
+            ));
+            continue;
+        }
+        match meta.kind.as_str() {
+            "EtcdCluster" => match serde_yaml::from_value::<EtcdCluster>(value) {
+                Ok(c) => clusters.push((c, where_.clone())),
+                Err(e) => errors.push(format!("{where_}: EtcdCluster: {e}")),
+            },
+            "EtcdInspection" => match serde_yaml::from_value::<EtcdInspection>(value) {
+                Ok(i) => inspections.push(i),
+                Err(e) => errors.push(format!("{where_}: EtcdInspection: {e}")),
+            },
+            other => errors.push(format!(
+                "{where_}: kind {other:?} ignored, expected EtcdCluster or EtcdInspection"
+            )),
+        }
+    }
+    set
+}
+
+/// The clusters of all files: each validated with its inspections and
+/// credentials (re-read every time: they are small, and may change alone).
+fn build(parsed: Vec<Parsed>, dir: &Path, confine: bool) -> ManifestSet {
+    let mut set = ManifestSet::default();
+    let mut clusters = Vec::new();
+    let mut inspections = Vec::new();
+    for p in parsed {
+        clusters.extend(p.clusters);
+        inspections.extend(p.inspections);
+        set.errors.extend(p.errors);
+    }
     for (cluster, where_) in &clusters {
         let key = ClusterKey::of(cluster);
         // Defined twice: neither copy is taken, so a file added beside a
@@ -128,7 +218,14 @@ pub fn read_files(files: &[PathBuf], dir: &Path) -> ManifestSet {
             .iter()
             .filter(|i| ClusterKey::inspected_by(i) == key)
             .collect();
-        let resolve = |cert_name: &str| Credentials::from_dir(&dir.join(cert_name)).map_err(|e| e.to_string());
+        let resolve = |cert_name: &str| {
+            let cert_dir = if confine {
+                files::confined(dir, cert_name, crate::etcd::CONFINEMENT_HINT).map_err(|e| e.to_string())?
+            } else {
+                dir.join(cert_name)
+            };
+            Credentials::from_dir(&cert_dir, confine.then_some(dir)).map_err(|e| e.to_string())
+        };
         match ClusterConfig::from_resources(cluster, &own, resolve) {
             Ok(config) => set.clusters.push(config),
             Err(e) => {

@@ -3,35 +3,40 @@
 //! without a restart.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Supervisor;
-use crate::cluster::{manifests, ClusterKey};
+use crate::cluster::manifests::ManifestReader;
 
 pub struct ManifestSource {
     pub dir: PathBuf,
     pub rescan: Duration,
+    /// Refuse certName directories outside `dir` (the default).
+    pub confine_cert_dirs: bool,
 }
 
 impl ManifestSource {
-    /// Reads the directory once and applies it.
-    pub fn sync(&self, supervisor: &Supervisor) {
-        match manifests::read_dir(&self.dir) {
-            Ok(set) => {
-                let keep: Vec<ClusterKey> = set.rejected.clone();
-                supervisor.apply(set.clusters, &keep, set.errors);
-            }
-            // Keep running what we have: a transient read error must not
-            // stop every inspection.
-            Err(e) => tracing::error!(dir = %self.dir.display(), "cannot read manifest directory: {e}"),
-        }
-    }
-
-    /// Applies the directory now and then every `rescan`, forever.
+    /// Applies the directory now and then every `rescan`, forever. Files
+    /// are read on a blocking thread: a slow or hostile file (a FIFO, a huge
+    /// manifest) never stalls the runtime that serves /health and /metrics.
     pub async fn run(self, supervisor: Arc<Supervisor>) {
+        let reader = Arc::new(Mutex::new(ManifestReader::new(
+            self.dir.clone(),
+            self.confine_cert_dirs,
+        )));
         loop {
-            self.sync(&supervisor);
+            let read = {
+                let reader = reader.clone();
+                tokio::task::spawn_blocking(move || reader.lock().unwrap().read()).await
+            };
+            match read {
+                Ok(Ok(set)) => supervisor.apply(set.clusters, &set.rejected, set.errors),
+                // Keep running what we have: a transient read error must not
+                // stop every inspection.
+                Ok(Err(e)) => tracing::error!(dir = %self.dir.display(), "cannot read manifest directory: {e}"),
+                Err(e) => tracing::error!(dir = %self.dir.display(), "manifest reader failed: {e}"),
+            }
             tokio::time::sleep(self.rescan).await;
         }
     }

@@ -10,6 +10,13 @@ use thiserror::Error;
 const CERT_NAMES: [&str; 2] = ["server.crt", "client.pem"];
 const KEY_NAMES: [&str; 2] = ["server.key", "client-key.pem"];
 const CA_NAMES: [&str; 2] = ["ca.crt", "ca.pem"];
+/// Largest credential file read: certificates and keys are a few KiB, a CA
+/// bundle rarely 200 KiB; a 1 GB file is a mistake or an attack.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// How a user allows certName directories outside the manifest directory.
+pub const CONFINEMENT_HINT: &str =
+    "certName must stay inside the manifest directory (start with --allow-cert-dirs-outside-manifests to lift this)";
 
 /// What is needed to talk to a cluster. `Debug` never prints key material.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -40,8 +47,9 @@ pub enum CredentialsError {
         file: &'static str,
         missing: &'static str,
     },
-    #[error("{path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    /// A file of a certName directory: missing, too large, not regular, outside.
+    #[error(transparent)]
+    File(#[from] crate::files::ReadError),
     #[error("{path}: no PEM data found")]
     NotPem { path: String },
 }
@@ -59,21 +67,25 @@ impl fmt::Debug for Credentials {
 
 impl Credentials {
     /// Reads a certName directory (standalone mode): the same file names as
-    /// the Secret keys, any subset of them.
-    pub fn from_dir(dir: &Path) -> Result<Self, CredentialsError> {
+    /// the Secret keys, any subset of them; regular files of at most
+    /// [`MAX_FILE_BYTES`]. With `root`, a file that links out of it is refused.
+    pub fn from_dir(dir: &Path, root: Option<&Path>) -> Result<Self, CredentialsError> {
         let shown = dir.display().to_string();
         if !dir.is_dir() {
             return Err(CredentialsError::MissingDirectory(shown));
         }
         Self::from_entries(&shown, |name| {
-            let path = dir.join(name);
-            match std::fs::read(&path) {
+            let path = match root {
+                Some(root) => {
+                    let inside = dir.strip_prefix(root).unwrap_or(dir).join(name);
+                    crate::files::confined(root, &inside.to_string_lossy(), CONFINEMENT_HINT)?
+                }
+                None => dir.join(name),
+            };
+            match crate::files::read_capped(&path, MAX_FILE_BYTES) {
                 Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(CredentialsError::Unreadable {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
             }
         })
     }

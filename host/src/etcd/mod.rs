@@ -9,7 +9,7 @@ pub use connection::{
     CallError, ClusterConnection, ConnectionSettings, MemberHealth, MemberInfo, MemberStatus, Watch, WatchEvent,
     WatchUpdate,
 };
-pub use credentials::{Credentials, CredentialsError};
+pub use credentials::{Credentials, CredentialsError, CONFINEMENT_HINT};
 pub use tls::TlsError;
 
 /// Formats an error with its whole source chain: the useful part of a TLS

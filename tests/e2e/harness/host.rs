@@ -19,8 +19,8 @@ pub struct Host {
 
 impl Host {
     /// Starts the host in standalone mode with `plugins` copied into its
-    /// plugin directory, `manifests` (file name, YAML) in its manifest
-    /// directory, and extra flags.
+    /// plugin directory, `manifests` (file name, YAML; or a certName
+    /// directory's file as `dir/file`) in its manifest directory, and extra flags.
     pub async fn start(plugins: &[PathBuf], manifests: &[(&str, String)], extra: &[&str]) -> Host {
         Host::standalone(plugins, manifests, extra, None).await
     }
@@ -41,7 +41,10 @@ impl Host {
         let manifest_dir = dir.path().join("manifests");
         std::fs::create_dir_all(&manifest_dir).unwrap();
         for (name, body) in manifests {
-            std::fs::write(manifest_dir.join(name), body).unwrap();
+            // A name with a directory (`creds/password`) makes the directory.
+            let path = manifest_dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
         }
         let mut args: Vec<OsString> = vec!["standalone".into(), "--manifests".into(), manifest_dir.into()];
         args.extend(extra.iter().map(OsString::from));
