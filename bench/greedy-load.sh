@@ -22,9 +22,9 @@ ctl() { ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$port" "$@"; }
 until ctl endpoint health >/dev/null 2>&1; do sleep 0.2; done
 value=$(head -c 1024 /dev/zero | tr '\0' v)
 for batch in $(seq 0 199); do
-  { for i in $(seq 0 99); do echo "put /bench/key-$batch-$i $value"; done; echo; } | ctl txn >/dev/null
+  { echo; for i in $(seq 0 99); do echo "put /bench/key-$batch-$i $value"; done; echo; echo; } | ctl txn >/dev/null
 done
-echo "keys: $(ctl get /bench/ --prefix --count-only -w json | sed 's/.*"count":\([0-9]*\).*/\1/')"
+echo "keys: $(ctl get /bench/ --prefix --keys-only | grep -c /bench/)"
 
 probe() {
   for _ in $(seq 300); do

@@ -222,3 +222,27 @@ async fn an_edited_annotation_takes_effect_at_the_next_round() {
     std::fs::write(host.manifest_dir().join("cluster.yaml"), manifest("/b/")).unwrap();
     keys(1.0).await;
 }
+
+/// etcd refuses HashKV at the compact revision itself; a cluster compacted
+/// at its current revision and idle since is still compared, and consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_compacted_at_its_current_revision_is_compared() {
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    write_keys(&etcd, 20).await;
+    let revision = etcd.status()[0].1 as i64;
+    etcd.client().await.compact(revision, None).await.unwrap();
+    let host = start(&etcd).await;
+    let scrape = wait_until(
+        "a comparison after the compaction",
+        Duration::from_secs(60),
+        async || {
+            let scrape = host.scrape().await;
+            match (cluster(&scrape, CONSISTENT), cluster(&scrape, NOT_COMPARABLE)) {
+                (Some(1.0), Some(0.0)) => Ok(scrape),
+                other => Err(format!("consistent, not comparable: {other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(cluster(&scrape, REVISION), Some(revision as f64));
+}

@@ -23,6 +23,12 @@ pub mod annotations {
     pub const PLUGIN_PARAM_PREFIX: &str = "etcd-inspector.io/";
 }
 
+/// Bound on a cluster's annotations, keys and values together.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+/// Bound on `featureGates`: each gate becomes a schedule.
+pub const MAX_FEATURE_GATES: usize = 64;
+pub const MAX_FEATURE_GATES_BYTES: usize = 4096;
+
 /// `namespace/name` of an EtcdCluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClusterKey {
@@ -169,6 +175,27 @@ impl ClusterConfig {
 
         let empty = BTreeMap::new();
         let notes = cluster.metadata.annotations.as_ref().unwrap_or(&empty);
+        // Kubernetes caps annotations at 256 KiB; manifest files get the same
+        // bound, and featureGates one that fits any real set of features.
+        let total: usize = notes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if total > MAX_ANNOTATION_BYTES {
+            return Err(err(
+                "metadata.annotations",
+                format!("{total} bytes; expected at most {MAX_ANNOTATION_BYTES}, as Kubernetes allows"),
+            ));
+        }
+        if let Some(gates) = notes.get(annotations::FEATURE_GATES) {
+            let count = gates.split(',').filter(|g| !g.trim().is_empty()).count();
+            if count > MAX_FEATURE_GATES || gates.len() > MAX_FEATURE_GATES_BYTES {
+                return Err(err(
+                    &format!("metadata.annotations.{}", annotations::FEATURE_GATES),
+                    format!(
+                        "{count} gates in {} bytes; expected at most {MAX_FEATURE_GATES} gates in {MAX_FEATURE_GATES_BYTES} bytes",
+                        gates.len()
+                    ),
+                ));
+            }
+        }
         let annotation = |name: &str| notes.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let seeds_field = format!("metadata.annotations.{}", annotations::IMPORTED_ADDR);
         let seeds = parse_seeds(annotation(annotations::IMPORTED_ADDR)).map_err(|m| err(&seeds_field, m))?;
@@ -374,6 +401,19 @@ mod tests {
         assert_eq!(err.field, "metadata.annotations.certName", "https needs a CA: {err}");
         let c = config(&[("importedAddr", "http://10.0.0.1:2379/, http://[::1]:2379")]).unwrap();
         assert_eq!(c.seeds, vec!["http://10.0.0.1:2379", "http://[::1]:2379"]);
+    }
+
+    #[test]
+    fn feature_gates_and_annotations_are_bounded() {
+        let many: Vec<String> = (0..65).map(|i| format!("f{i}=true")).collect();
+        let err = config(&[("importedAddr", "http://a:2379"), ("featureGates", &many.join(","))]).unwrap_err();
+        assert_eq!(err.field, "metadata.annotations.featureGates");
+        assert!(err.message.starts_with("65 gates in"), "{err}");
+        let ok: Vec<String> = (0..64).map(|i| format!("f{i}=true")).collect();
+        assert!(config(&[("importedAddr", "http://a:2379"), ("featureGates", &ok.join(","))]).is_ok());
+        let huge = "x".repeat(MAX_ANNOTATION_BYTES);
+        let err = config(&[("importedAddr", "http://a:2379"), ("etcd-inspector.io/note", &huge)]).unwrap_err();
+        assert_eq!(err.field, "metadata.annotations");
     }
 
     #[test]

@@ -405,13 +405,21 @@ impl ClusterConnection {
     /// HashKV of one member: (member id, hash, compact revision, hash revision).
     pub async fn hash_kv(&self, endpoint: &str, revision: u64) -> Result<(u64, u32, u64, u64), CallError> {
         let mut client = self.client_for(endpoint).await?;
-        let r = self.bounded(client.hash_kv(revision as i64)).await?;
+        let r = self
+            .with_compact_revision(self.bounded(client.hash_kv(revision as i64)).await)
+            .await?;
         let header = r.header();
+        // The header carries the member's current revision, which is the one
+        // hashed only when no revision was asked for.
+        let hashed = match revision {
+            0 => header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
+            asked => asked,
+        };
         Ok((
             header.map(|h| h.member_id()).unwrap_or_default(),
             r.hash(),
             r.compact_version().max(0) as u64,
-            header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
+            hashed,
         ))
     }
 

@@ -19,6 +19,12 @@ use thiserror::Error;
 pub const CLUSTER_LABEL: &str = "clusterName";
 /// Bound on the series one plugin may hold for one cluster.
 pub const MAX_SERIES_PER_PLUGIN_CLUSTER: usize = 10_000;
+/// Longest label value a plugin may set (a Kubernetes resource name with its
+/// group is under 300 bytes).
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// Bound on the names and label values of all series one plugin holds for
+/// one cluster: with the series cap, what a plugin can make the host keep.
+pub const MAX_SERIES_BYTES_PER_PLUGIN_CLUSTER: usize = 2 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -63,6 +69,8 @@ pub enum MetricsError {
     Sample { metric: String, reason: String },
     #[error("too many series: {count} > {MAX_SERIES_PER_PLUGIN_CLUSTER} for one cluster")]
     TooManySeries { count: usize },
+    #[error("series too large: {bytes} bytes of names and label values > {MAX_SERIES_BYTES_PER_PLUGIN_CLUSTER} for one cluster")]
+    SeriesTooLarge { bytes: usize },
 }
 
 enum Family {
@@ -296,6 +304,15 @@ impl Metrics {
                     .iter()
                     .find(|(k, _)| k == name)
                     .ok_or_else(|| sample_err(sample, format!("label {name:?} missing")))?;
+                if value.1.len() > MAX_LABEL_VALUE_BYTES {
+                    return Err(sample_err(
+                        sample,
+                        format!(
+                            "label {name:?} is {} bytes long; at most {MAX_LABEL_VALUE_BYTES}",
+                            value.1.len()
+                        ),
+                    ));
+                }
                 values.push(value.1.clone());
             }
             if let Some((extra, _)) = sample.labels.iter().find(|(k, _)| !fam.spec.labels.contains(k)) {
@@ -327,6 +344,13 @@ impl Metrics {
         next.extend(keys.iter().cloned());
         if next.len() > MAX_SERIES_PER_PLUGIN_CLUSTER {
             return Err(MetricsError::TooManySeries { count: next.len() });
+        }
+        let bytes: usize = next
+            .iter()
+            .map(|(m, values)| m.len() + values.iter().map(String::len).sum::<usize>())
+            .sum();
+        if bytes > MAX_SERIES_BYTES_PER_PLUGIN_CLUSTER {
+            return Err(MetricsError::SeriesTooLarge { bytes });
         }
 
         for (sample, (metric, values)) in samples.iter().zip(&keys) {
@@ -619,6 +643,39 @@ mod tests {
         assert!(m
             .commit("q", "a", &[sample("g", &[], 1.0)], CommitMode::Replace)
             .is_err());
+    }
+
+    /// What a plugin can make the host keep is bounded: long label values
+    /// are refused, and so is a set of series too large in total, counters
+    /// (which persist across rounds) included.
+    #[test]
+    fn label_values_and_series_bytes_are_capped() {
+        let m = Metrics::new("");
+        let counter = MetricSpec {
+            kind: MetricKind::Counter,
+            ..gauge("c", &["id"])
+        };
+        m.register_plugin("p", &[counter]).unwrap();
+        let long = "x".repeat(MAX_LABEL_VALUE_BYTES + 1);
+        let err = m
+            .commit("p", "a", &[sample("c", &[("id", &long)], 1.0)], CommitMode::Add)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sample of \"c\": label \"id\" is 1025 bytes long; at most 1024"
+        );
+        // 1000-byte values: about 2000 series fit, the rest are refused.
+        let value = |i: usize| format!("{i:0>1000}");
+        let mut committed = 0;
+        let err = loop {
+            let s = sample("c", &[("id", &value(committed))], 1.0);
+            match m.commit("p", "a", &[s], CommitMode::Add) {
+                Ok(()) => committed += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, MetricsError::SeriesTooLarge { .. }), "{err}");
+        assert!((2000..2100).contains(&committed), "{committed}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use super::settings::{PluginSettings, SettingsFile};
 use super::{LoadedPlugin, Runtime};
 use crate::metrics::Metrics;
 
+/// Largest plugin file read (the bundled ones are 60–110 KiB).
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum PluginState {
@@ -170,8 +173,12 @@ impl PluginRegistry {
     /// Loads one file, if it or the pins changed since it was last tried,
     /// and publishes it if it is valid.
     pub async fn load_file(&self, file: &Path) {
-        let bytes = match std::fs::read(file) {
-            Ok(bytes) => bytes,
+        // Off the async workers, and only a regular file of bounded size.
+        let path = file.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || crate::files::read_capped(&path, MAX_PLUGIN_BYTES)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return self.reject(file, "io", format!("cannot read: {e}"), String::new()),
             Err(e) => return self.reject(file, "io", format!("cannot read: {e}"), String::new()),
         };
         let sha256 = super::sha256_hex(&bytes);

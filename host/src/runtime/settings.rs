@@ -61,7 +61,7 @@ pub const MAX_MEMORY_MIB: usize = 4096;
 impl SettingsFile {
     /// Reads and validates the file; errors name the line and the field.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = crate::files::read_text_capped(path, 1 << 20).map_err(|e| e.to_string())?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

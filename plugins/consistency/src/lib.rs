@@ -24,8 +24,8 @@
 //! reported as consistent), and per-member raw values with a `member` label.
 
 use etcd_inspector_sdk::{
-    etcd, export_plugin, gauge, log, ClusterSnapshot, KeyRange, KvHash, Member, MemberStatus, Plugin, PluginInfo,
-    Sample,
+    etcd, export_plugin, gauge, log, ClusterSnapshot, EtcdError, KeyRange, KvHash, Member, MemberStatus, Plugin,
+    PluginInfo, Sample,
 };
 
 const KEY_DIFF: &str = "inspection_etcd_node_diff_total";
@@ -138,15 +138,23 @@ impl Plugin for Consistency {
                 })
                 .ok();
             if hashing {
-                r.hash = etcd::hash_kv(endpoint, revision)
-                    .map_err(|e| {
-                        log::warn(&format!(
-                            "member {}: HashKV at {revision} failed: {}",
-                            r.label,
-                            e.message()
-                        ))
-                    })
-                    .ok();
+                // etcd refuses HashKV at the compact revision itself: on a
+                // cluster idle since its last compaction the common revision
+                // is that one, so hash the current revision (the same one on
+                // every member while the cluster stays idle; compare_hashes
+                // checks that it was).
+                r.hash = match etcd::hash_kv(endpoint, revision) {
+                    Err(EtcdError::Compacted(compact)) if compact >= revision => etcd::hash_kv(endpoint, 0),
+                    other => other,
+                }
+                .map_err(|e| {
+                    log::warn(&format!(
+                        "member {}: HashKV at {revision} failed: {}",
+                        r.label,
+                        e.message()
+                    ))
+                })
+                .ok();
             }
         }
         for r in &mut readings {
@@ -249,6 +257,11 @@ fn compare_hashes(snapshot: &ClusterSnapshot, readings: &[Reading]) -> Option<bo
     let compact = hashes[0].compact_revision;
     if hashes.iter().any(|h| h.compact_revision != compact) {
         log::info("members have different compact revisions; HashKV not comparable this round");
+        return None;
+    }
+    let hashed = hashes[0].hash_revision;
+    if hashes.iter().any(|h| h.hash_revision != hashed) {
+        log::info("members hashed different revisions; HashKV not comparable this round");
         return None;
     }
     let consistent = hashes.iter().all(|h| h.hash == hashes[0].hash);
