@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks CI runs.
-.PHONY: run test bench plugins check fmt clippy crds deploy-plugins
+.PHONY: run test bench plugins check fmt clippy crds deploy-plugins fuzz
 
 run:
 	./scripts/run-local.sh
@@ -32,3 +32,8 @@ crds:
 deploy-plugins: plugins
 	mkdir -p deploy/plugins
 	cp "$${CARGO_TARGET_DIR:-target}"/plugins/bundled/*.wasm deploy/plugins/
+
+# Fuzzes what comes from outside (manifests, settings, plugin bytes) for
+# FUZZ_SECONDS each (default 60); not part of CI. Needs cargo-fuzz.
+fuzz:
+	./scripts/fuzz.sh

@@ -730,22 +730,22 @@ async fn naive_loop(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::R
     Ok(())
 }
 
+/// The samples of a scrape, parsed with prometheus-parse (as the e2e tests do).
+fn parse(text: &str) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .map(|s| s.samples)
+        .unwrap_or_default()
+}
+
 /// Cumulative (upper bound, count) buckets of one histogram, summed over labels.
 fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let mut by_le: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("+Inf");
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().unwrap_or(f64::INFINITY)
-        };
-        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *by_le.entry(le.to_bits()).or_default() += count;
+    for sample in parse(text).into_iter().filter(|s| s.metric == name) {
+        if let prometheus_parse::Value::Histogram(counts) = sample.value {
+            for c in counts {
+                *by_le.entry(c.less_than.to_bits()).or_default() += c.count;
+            }
+        }
     }
     let mut out: Vec<(f64, f64)> = by_le.into_iter().map(|(le, c)| (f64::from_bits(le), c)).collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -780,12 +780,15 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> String {
 }
 
 fn counter_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+    parse(text)
+        .into_iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
         })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
 }
 

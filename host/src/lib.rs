@@ -1,6 +1,7 @@
 //! etcd-inspector: monitors etcd clusters with inspections written as
 //! WebAssembly components, and exports what they find as Prometheus metrics.
 //!
+//! - [`app`]: the command line and the wiring of every mode.
 //! - [`cluster`]: the seed's CRDs and their validation; standalone manifests.
 //! - [`etcd`]: connections, TLS and credentials (in memory only).
 //! - [`runtime`]: wasmtime engine, plugin loading and bounded calls.
@@ -12,6 +13,7 @@
 //! - [`text`]: outside text made safe for logs, Events and pages.
 //! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
+pub mod app;
 pub mod cluster;
 pub mod commands;
 pub mod controllers;

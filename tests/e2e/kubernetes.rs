@@ -332,7 +332,8 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
         Duration::from_secs(60),
         async || {
             let ready = ready_condition(&clusters, "borrower").await?;
-            let expected = "Secret kube-system/etcd-certs is outside the cluster's namespace default; \
+            let expected = "cluster default/borrower: metadata.annotations.certName: \
+                        Secret kube-system/etcd-certs is outside the cluster's namespace default; \
                         start etcd-inspector with --allow-cross-namespace-secrets to allow it";
             if ready.reason == "CredentialsUnavailable" && ready.message == expected {
                 Ok(())

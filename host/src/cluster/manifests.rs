@@ -124,22 +124,32 @@ pub fn read_files(files: &[PathBuf], dir: &Path, confine: bool) -> ManifestSet {
     build(files.iter().map(|f| parse_file(f)).collect(), dir, confine)
 }
 
+/// Manifest text as if it were the only file of `dir` (named `source` in
+/// errors): what the fuzz target drives, without touching the disk for the
+/// manifest itself.
+pub fn read_str(text: &str, source: &str, dir: &Path) -> ManifestSet {
+    build(vec![parse_text(text, source)], dir, true)
+}
+
 fn parse_file(file: &Path) -> Parsed {
+    match files::read_text_capped(file, MAX_MANIFEST_BYTES) {
+        Ok(text) => parse_text(&text, &file.display().to_string()),
+        Err(e) => Parsed {
+            errors: vec![e.to_string()],
+            ..Default::default()
+        },
+    }
+}
+
+fn parse_text(text: &str, source: &str) -> Parsed {
     let mut set = Parsed::default();
-    let text = match files::read_text_capped(file, MAX_MANIFEST_BYTES) {
-        Ok(t) => t,
-        Err(e) => {
-            set.errors.push(e.to_string());
-            return set;
-        }
-    };
     let Parsed {
         clusters,
         inspections,
         errors,
     } = &mut set;
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let where_ = format!("{} (document {})", file.display(), index + 1);
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let where_ = format!("{source} (document {})", index + 1);
         let value = match serde_yaml::Value::deserialize(document) {
             Ok(serde_yaml::Value::Null) => continue,
             Ok(v) => v,

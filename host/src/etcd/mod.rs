@@ -1,16 +1,18 @@
 //! etcd access for the host: one [`ClusterConnection`] per cluster, holding
 //! its TLS material in memory and a client per member endpoint.
 
+mod channel;
 mod connection;
 mod credentials;
 mod tls;
+mod types;
+mod watch;
 
-pub use connection::{
-    CallError, ClusterConnection, ConnectionSettings, MemberHealth, MemberInfo, MemberStatus, Watch, WatchEvent,
-    WatchUpdate,
-};
+pub use connection::{ClusterConnection, ConnectionSettings};
 pub use credentials::{Credentials, CredentialsError, CONFINEMENT_HINT};
 pub use tls::TlsError;
+pub use types::{CallError, MemberHealth, MemberInfo, MemberStatus, WatchEvent, WatchUpdate};
+pub use watch::Watch;
 
 /// Formats an error with its whole source chain: the useful part of a TLS
 /// or transport failure ("invalid peer certificate: UnknownIssuer") is

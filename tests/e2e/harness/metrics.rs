@@ -1,51 +1,33 @@
-//! A small parser for the Prometheus text format, enough to read samples.
+//! Reading the host's /metrics with prometheus-parse (the bench uses the
+//! same crate): samples by name and labels.
 
 use std::collections::BTreeMap;
 
+use prometheus_parse::Value;
+
 #[derive(Debug, Clone)]
 pub struct Scrape {
-    /// (name, sorted labels) → value
+    /// (name, labels, value) of every counter, gauge and untyped sample;
+    /// a histogram shows as its `_sum` and `_count` samples.
     samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
-        let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let value: f64 = value.parse().expect("sample value");
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_string(), BTreeMap::new()),
-                Some((name, rest)) => {
-                    let body = rest.strip_suffix('}').expect("closing brace");
-                    let mut labels = BTreeMap::new();
-                    let mut remaining = body;
-                    while let Some((key, rest)) = remaining.split_once("=\"") {
-                        let mut value = String::new();
-                        let mut chars = rest.char_indices();
-                        let mut end = rest.len();
-                        while let Some((i, c)) = chars.next() {
-                            match c {
-                                '\\' => {
-                                    if let Some((_, n)) = chars.next() {
-                                        value.push(if n == 'n' { '\n' } else { n });
-                                    }
-                                }
-                                '"' => {
-                                    end = i + 1;
-                                    break;
-                                }
-                                c => value.push(c),
-                            }
-                        }
-                        labels.insert(key.trim_start_matches(',').to_string(), value);
-                        remaining = &rest[end..];
-                    }
-                    (name.to_string(), labels)
-                }
-            };
-            samples.push((name, labels, value));
-        }
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let parsed = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
+        let samples = parsed
+            .samples
+            .into_iter()
+            .filter_map(|s| {
+                let value = match s.value {
+                    Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                    Value::Histogram(_) | Value::Summary(_) => return None,
+                };
+                let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                Some((s.metric, labels, value))
+            })
+            .collect();
         Scrape { samples }
     }
 

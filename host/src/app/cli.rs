@@ -1,0 +1,208 @@
+//! The command line: subcommands and flags (clap), and nothing else. The
+//! seed's subcommands and flag names are kept (`etcdcluster`, `inspection`,
+//! `--labelSelector`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "etcd-inspector",
+    version,
+    about = "Inspects etcd clusters with WebAssembly plugins and exports Prometheus metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Inspect the clusters described by EtcdCluster/EtcdInspection YAML files (no Kubernetes needed).
+    Standalone(StandaloneArgs),
+    /// Kubernetes mode: the cluster and inspection controllers in one process.
+    Run(KubeArgs),
+    /// Kubernetes mode, the seed's cluster controller only.
+    Etcdcluster(KubeArgs),
+    /// Kubernetes mode, the seed's inspection controller only.
+    Inspection(KubeArgs),
+    /// Print the CustomResourceDefinitions (YAML).
+    Crd,
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Load and validate a plugin as the host would, and describe it.
+    Check {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+    },
+    /// Run one inspection against a real cluster and print the samples.
+    Run {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// A manifest with the EtcdCluster to inspect (certName relative to it).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Which EtcdCluster of the manifest (default: the first).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Timeout of one etcd call, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        etcd_timeout: f64,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct KubeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// kubeconfig file (default: in-cluster, then ~/.kube/config).
+    #[arg(long, short = 'k')]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only EtcdClusters/EtcdInspections matching this label selector.
+    #[arg(long = "label-selector", alias = "labelSelector")]
+    pub label_selector: Option<String>,
+    /// Lease used for leader election (default depends on the subcommand).
+    #[arg(long)]
+    pub lease_lock_name: Option<String>,
+    #[arg(long, default_value = "kstone")]
+    pub lease_lock_namespace: String,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15.0)]
+    pub lease_duration: f64,
+    /// Identity in the lease (default: hostname and a random suffix).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Allow certName to name a Secret in another namespace than the cluster's.
+    #[arg(long)]
+    pub allow_cross_namespace_secrets: bool,
+    /// Load plugins from ConfigMaps matching this label selector (e.g.
+    /// etcd-inspector.io/plugin=true): their *.wasm binaryData is written into --plugin-dir.
+    #[arg(long)]
+    pub plugin_configmaps: Option<String>,
+    /// Namespace of the plugin ConfigMaps (default: --lease-lock-namespace).
+    #[arg(long)]
+    pub plugin_configmap_namespace: Option<String>,
+    /// Seconds between observations of an unchanged cluster (and Secret re-reads).
+    #[arg(long, default_value_t = 30.0)]
+    pub resync_interval: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MetricNames {
+    /// etcd-metrics names: inspection_*
+    Inspection,
+    /// kstone names: kstone_inspection_*
+    Kstone,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstanceAllocation {
+    /// Reserved slots reused call after call (falls back to on-demand when
+    /// the address space cannot be reserved).
+    Pooling,
+    /// Fresh memory mappings for every call.
+    OnDemand,
+}
+
+#[derive(clap::Args)]
+pub struct StandaloneArgs {
+    /// Directory of EtcdCluster and EtcdInspection YAML files.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How often the manifest directory is re-read, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub rescan_interval: f64,
+    /// Let certName name directories outside --manifests (by default a
+    /// manifest cannot point a cluster at credentials elsewhere on disk).
+    #[arg(long)]
+    pub allow_cert_dirs_outside_manifests: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Directory of plugin components (*.wasm), watched for changes.
+    #[arg(long)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Per-plugin settings (YAML): timeout, memory, sha256 pin, failure policy.
+    #[arg(long)]
+    pub plugin_config: Option<PathBuf>,
+    /// Directory for precompiled plugins (kept across restarts; written only by etcd-inspector).
+    #[arg(long)]
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Seconds between full rescans of the plugin directory (changes are also watched).
+    #[arg(long, default_value_t = 30.0)]
+    pub plugin_rescan_interval: f64,
+    /// Address for /metrics, /health, /plugins and the status page.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// Metric name family.
+    #[arg(long, value_enum, default_value_t = MetricNames::Inspection)]
+    pub metric_names: MetricNames,
+    /// Wall-time limit of one plugin call, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub plugin_timeout: f64,
+    /// Memory limit of one plugin call, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+    /// Timeout of one etcd call, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub etcd_timeout: f64,
+    /// Inspections running at once across all clusters.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_inspections: usize,
+    /// Where plugin instances get their memory, tables and stacks.
+    #[arg(long, value_enum, default_value_t = InstanceAllocation::Pooling)]
+    pub instance_allocation: InstanceAllocation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde::Deserialize;
+
+    fn deploy(file: &str) -> String {
+        std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn the_deployment_and_image_arguments_are_accepted_by_the_cli() {
+        let deployment: serde_yaml::Value = serde_yaml::from_str(&deploy("deployment.yaml")).unwrap();
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .unwrap();
+        let args = args.iter().map(|a| a.as_str().unwrap().to_string());
+        Cli::try_parse_from(std::iter::once("etcd-inspector".to_string()).chain(args)).unwrap();
+        let cmd = deploy("Dockerfile")
+            .lines()
+            .find(|l| l.starts_with("CMD"))
+            .unwrap()
+            .to_string();
+        let cmd: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).unwrap();
+        Cli::try_parse_from(std::iter::once("etcd-inspector".to_string()).chain(cmd)).unwrap();
+    }
+
+    #[test]
+    fn every_kustomization_resource_exists_and_is_kubernetes_yaml() {
+        let kustomization: serde_yaml::Value = serde_yaml::from_str(&deploy("kustomization.yaml")).unwrap();
+        for resource in kustomization["resources"].as_sequence().unwrap() {
+            let text = deploy(resource.as_str().unwrap());
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(doc).unwrap();
+                assert!(
+                    value["apiVersion"].is_string() && value["kind"].is_string(),
+                    "{resource:?}: {value:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The host as the binary runs it: what every mode shares (metrics,
+//! plugins, the supervisor, the HTTP server) wired from the command line.
+//! In the library, so the bench and tests build the host the way the
+//! binary does; `main.rs` only calls [`main`].
+
+pub mod cli;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::controllers::kubernetes::{self, leader::LeaseTiming, KubeSettings, Role};
+use crate::controllers::standalone::ManifestSource;
+use crate::controllers::{SchedulerSettings, Supervisor};
+use crate::etcd::ConnectionSettings;
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::runtime::settings::{SettingsFile, MAX_MEMORY_MIB};
+use crate::runtime::{watch_plugin_dir, CallLimits, PluginRegistry, Runtime};
+use cli::{Cli, Command, CommonArgs, InstanceAllocation, KubeArgs, MetricNames, PluginCommand, StandaloneArgs};
+
+/// Instances alive at once beyond the inspections: plugins being loaded
+/// (describe) while inspections run.
+const LOADING_SLOTS: u32 = 16;
+
+fn plugin_runtime(common: &CommonArgs, limits: CallLimits) -> anyhow::Result<Runtime> {
+    if common.instance_allocation == InstanceAllocation::OnDemand {
+        return Runtime::new(limits);
+    }
+    let slots = u32::try_from(common.max_concurrent_inspections.max(1))
+        .unwrap_or(u32::MAX)
+        .saturating_add(LOADING_SLOTS);
+    Runtime::with_pooling(limits.clone(), Some(slots)).or_else(|e| {
+        tracing::warn!(slots, "cannot reserve the instance pool ({e:#}); allocating on demand");
+        Runtime::new(limits)
+    })
+}
+
+/// A flag's seconds, bounded so that no deadline computed from it overflows.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    const MAX_SECONDS: f64 = 365.0 * 86400.0;
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
+        .with_context(|| {
+            format!("--{flag}: expected a number of seconds above 0 and at most {MAX_SECONDS}, got {value}")
+        })
+}
+
+/// Errors end the process with their message and causes, never a backtrace.
+pub fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    match Cli::parse().command {
+        Command::Standalone(args) => standalone(args).await,
+        Command::Run(args) => kubernetes(args, Role::All, "etcd-inspector").await,
+        Command::Etcdcluster(args) => kubernetes(args, Role::Clusters, "clay-etcdcluster-controller").await,
+        Command::Inspection(args) => kubernetes(args, Role::Inspections, "clay-etcdinspection-controller").await,
+        Command::Plugin(command) => plugin_command(command).await,
+        Command::Crd => {
+            print!("{}", crate::cluster::crd::crds_yaml()?);
+            Ok(())
+        }
+    }
+}
+
+/// What every mode shares: metrics, plugins, the supervisor and the HTTP server.
+struct Host {
+    metrics: Arc<Metrics>,
+    plugins: Arc<PluginRegistry>,
+    supervisor: Arc<Supervisor>,
+}
+
+impl Host {
+    async fn start(common: &CommonArgs, needs_plugins: bool) -> anyhow::Result<Host> {
+        let prefix = match common.metric_names {
+            MetricNames::Inspection => "",
+            MetricNames::Kstone => "kstone_",
+        };
+        let metrics = Arc::new(Metrics::new(prefix));
+        anyhow::ensure!(
+            (1..=MAX_MEMORY_MIB).contains(&common.plugin_memory_mib),
+            "--plugin-memory-mib: expected 1 to {MAX_MEMORY_MIB}, got {}",
+            common.plugin_memory_mib
+        );
+        let limits = CallLimits {
+            timeout: seconds("plugin-timeout", common.plugin_timeout)?,
+            memory_bytes: common.plugin_memory_mib << 20,
+            budget: Default::default(),
+        };
+        let mut runtime = plugin_runtime(common, limits)?;
+        if let Some(dir) = &common.plugin_cache_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("--plugin-cache-dir {}", dir.display()))?;
+            runtime = runtime.with_cache_dir(dir.clone());
+        }
+        let settings = match &common.plugin_config {
+            Some(path) => SettingsFile::read(path).map_err(|e| anyhow::anyhow!("--plugin-config {e}"))?,
+            None => SettingsFile::default(),
+        };
+        let mut registry = PluginRegistry::with_settings(Arc::new(runtime), metrics.clone(), settings);
+        if let Some(path) = &common.plugin_config {
+            registry = registry.with_settings_file(path.clone());
+        }
+        let plugins = Arc::new(registry);
+        match &common.plugin_dir {
+            Some(dir) => {
+                let loaded = plugins
+                    .sync_dir(dir)
+                    .await
+                    .with_context(|| format!("--plugin-dir {}", dir.display()))?;
+                tracing::info!(loaded, dir = %dir.display(), "plugins loaded");
+                let rescan = seconds("plugin-rescan-interval", common.plugin_rescan_interval)?;
+                tokio::spawn(watch_plugin_dir(plugins.clone(), dir.clone(), rescan));
+            }
+            None => anyhow::ensure!(!needs_plugins, "--plugin-dir is required to run inspections"),
+        }
+        let connection = ConnectionSettings {
+            call_timeout: seconds("etcd-timeout", common.etcd_timeout)?,
+        };
+        let settings = SchedulerSettings {
+            max_concurrent: common.max_concurrent_inspections,
+            connection,
+        };
+        let supervisor = Arc::new(Supervisor::new(plugins.clone(), metrics.clone(), settings));
+        Ok(Host {
+            metrics,
+            plugins,
+            supervisor,
+        })
+    }
+
+    /// Serves HTTP until `work` ends; every `work` ends on SIGTERM/SIGINT
+    /// after its own clean-up (the lease is released, series deleted).
+    async fn serve(
+        self,
+        listen: SocketAddr,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving /metrics, /health, /plugins and /");
+        let app = router(AppState {
+            metrics: self.metrics,
+            plugins: self.plugins,
+            supervisor: self.supervisor.clone(),
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            work.await;
+            let _ = done_tx.send(());
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = done_rx.await;
+            })
+            .await?;
+        self.supervisor.shutdown();
+        Ok(())
+    }
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let host = Host::start(&args.common, true).await?;
+    anyhow::ensure!(
+        args.manifests.is_dir(),
+        "--manifests {}: not a directory",
+        args.manifests.display()
+    );
+    let source = ManifestSource {
+        dir: args.manifests.clone(),
+        rescan: seconds("rescan-interval", args.rescan_interval)?,
+        confine_cert_dirs: !args.allow_cert_dirs_outside_manifests,
+    };
+    let supervisor = host.supervisor.clone();
+    let work = async move {
+        tokio::select! {
+            _ = source.run(supervisor) => {},
+            _ = shutdown_signal() => {},
+        }
+    };
+    host.serve(args.common.listen, work).await
+}
+
+async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::Result<()> {
+    let host = Host::start(&args.common, role != Role::Clusters).await?;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let hostname = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok());
+        format!("{}_{:016x}", hostname.unwrap_or_default().trim(), rand::random::<u64>())
+    });
+    let settings = KubeSettings {
+        label_selector: args.label_selector.clone(),
+        lease_name: args
+            .lease_lock_name
+            .clone()
+            .unwrap_or_else(|| default_lease.to_string()),
+        lease_namespace: args.lease_lock_namespace.clone(),
+        lease_timing: LeaseTiming {
+            duration: seconds("lease-duration", args.lease_duration)?,
+            renew_every: seconds("lease-duration", args.lease_duration / 5.0)?,
+        },
+        identity,
+        allow_cross_namespace_secrets: args.allow_cross_namespace_secrets,
+        resync: seconds("resync-interval", args.resync_interval)?,
+    };
+    anyhow::ensure!(
+        args.plugin_configmaps.is_none() || args.common.plugin_dir.is_some(),
+        "--plugin-configmaps needs --plugin-dir: the directory its plugins are written to"
+    );
+    if let (Some(selector), Some(dir)) = (&args.plugin_configmaps, &args.common.plugin_dir) {
+        let namespace = args
+            .plugin_configmap_namespace
+            .clone()
+            .unwrap_or_else(|| args.lease_lock_namespace.clone());
+        let source = kubernetes::plugin_source::run(
+            client.clone(),
+            namespace,
+            selector.clone(),
+            dir.clone(),
+            host.plugins.clone(),
+        );
+        tokio::spawn(source);
+    }
+    let supervisor = host.supervisor.clone();
+    let work = kubernetes::run(client, settings, role, supervisor, shutdown_signal());
+    host.serve(args.common.listen, work).await
+}
+async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+    let runtime = Runtime::new(CallLimits::default())?;
+    match command {
+        PluginCommand::Check { file } => {
+            let (_, report) = crate::commands::check(&runtime, &file).await?;
+            print!("{report}");
+        }
+        PluginCommand::Run {
+            file,
+            manifest,
+            cluster,
+            etcd_timeout,
+        } => {
+            let connection = ConnectionSettings {
+                call_timeout: seconds("etcd-timeout", etcd_timeout)?,
+            };
+            let out = crate::commands::run(&runtime, &file, &manifest, cluster.as_deref(), connection).await?;
+            print!("{out}");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

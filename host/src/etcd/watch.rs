@@ -1,0 +1,53 @@
+//! An open watch stream, as the host's watch loop reads it.
+
+use super::{CallError, WatchEvent, WatchUpdate};
+
+/// An open watch stream.
+pub struct Watch {
+    pub(super) stream: etcd_client::WatchStream,
+}
+
+impl Watch {
+    /// The next update; `Ok(None)` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchUpdate>, CallError> {
+        loop {
+            let Some(response) = self.stream.message().await.map_err(CallError::from)? else {
+                return Ok(None);
+            };
+            if response.canceled() {
+                let compacted = response.compact_revision();
+                if compacted > 0 {
+                    return Ok(Some(WatchUpdate::Compacted(compacted as u64)));
+                }
+                return Err(CallError::Unavailable(format!(
+                    "watch canceled: {}",
+                    response.cancel_reason()
+                )));
+            }
+            if response.created() && response.events().is_empty() {
+                continue;
+            }
+            if response.events().is_empty() {
+                let revision = response
+                    .header()
+                    .map(|h| h.revision().max(0) as u64)
+                    .unwrap_or_default();
+                return Ok(Some(WatchUpdate::Progress(revision)));
+            }
+            let events = response
+                .events()
+                .iter()
+                .filter_map(|e| {
+                    let kv = e.kv()?;
+                    Some(WatchEvent {
+                        deleted: e.event_type() == etcd_client::EventType::Delete,
+                        key: kv.key().to_vec(),
+                        create_revision: kv.create_revision().max(0) as u64,
+                        mod_revision: kv.mod_revision().max(0) as u64,
+                    })
+                })
+                .collect();
+            return Ok(Some(WatchUpdate::Events(events)));
+        }
+    }
+}
