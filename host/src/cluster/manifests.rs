@@ -246,3 +246,48 @@ fn build(parsed: Vec<Parsed>, dir: &Path, confine: bool) -> ManifestSet {
     }
     set
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, addr: &str) -> String {
+        format!(
+            "apiVersion: etcd.clay.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: {name}\n  annotations:\n    importedAddr: {addr}\nspec:\n  clusterType: imported\n"
+        )
+    }
+
+    /// A file that sorts first cannot take over a running cluster by
+    /// defining it again: neither copy applies, the key is kept running.
+    #[test]
+    fn a_cluster_defined_twice_applies_neither_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b-prod.yaml"), cluster("prod", "http://10.0.0.1:2379")).unwrap();
+        let mut reader = ManifestReader::new(dir.path().to_path_buf(), true);
+        assert_eq!(reader.read().unwrap().clusters.len(), 1);
+        std::fs::write(dir.path().join("a-takeover.yaml"), cluster("prod", "http://10.6.6.6:2379")).unwrap();
+        let set = reader.read().unwrap();
+        assert!(set.clusters.is_empty(), "{:?}", set.clusters);
+        assert_eq!(set.rejected, [ClusterKey::of(&serde_yaml::from_str(&cluster("prod", "x")).unwrap())]);
+        assert_eq!(set.errors.len(), 1);
+        assert!(set.errors[0].starts_with("cluster default/prod: metadata.name: defined 2 times ("), "{:?}", set.errors);
+    }
+
+    /// Unchanged files are not parsed again; a changed one is.
+    #[test]
+    fn only_changed_files_are_parsed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, cluster("one", "http://10.0.0.1:2379")).unwrap();
+        let mut reader = ManifestReader::new(dir.path().to_path_buf(), true);
+        assert_eq!(reader.read().unwrap().clusters[0].key.name, "one");
+        let stamp = reader.cache[&file].0;
+        assert_eq!(reader.read().unwrap().clusters[0].key.name, "one");
+        assert!(reader.cache[&file].0 == stamp);
+        std::fs::write(&file, cluster("renamed", "http://10.0.0.1:2379")).unwrap();
+        assert_eq!(reader.read().unwrap().clusters[0].key.name, "renamed");
+        std::fs::remove_file(&file).unwrap();
+        assert!(reader.read().unwrap().clusters.is_empty());
+        assert!(reader.cache.is_empty(), "a removed file leaves the cache");
+    }
+}
