@@ -96,23 +96,8 @@ async fn tls_clusters_are_verified_against_their_ca() {
 async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
     let etcd = EtcdCluster::start(Options::new(1)).await;
     let ep = etcd.members[0].client_url.clone();
-    etcd.etcdctl(&[
-        "--endpoints",
-        &ep,
-        "user",
-        "add",
-        "root",
-        "--new-user-password=s3cret-root",
-    ])
-    .unwrap();
-    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
-    let creds = |dir: &str, password: &str| {
-        let path = etcd.dir().join(dir);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("username"), "root\n").unwrap();
-        std::fs::write(path.join("password"), password).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    etcd.enable_auth("s3cret-root");
+    let creds = |dir: &str, password: &str| etcd.user_dir(dir, password).to_str().unwrap().to_string();
     let (good, bad) = (creds("auth-good", "s3cret-root"), creds("auth-bad", "not-the-password"));
     let manifests = [
         (
@@ -183,20 +168,8 @@ async fn expired_auth_tokens_are_renewed() {
     );
     let etcd = EtcdCluster::start(Options::new(1).args(&["--auth-token", &jwt])).await;
     let ep = etcd.members[0].client_url.clone();
-    etcd.etcdctl(&[
-        "--endpoints",
-        &ep,
-        "user",
-        "add",
-        "root",
-        "--new-user-password=ttl-pass",
-    ])
-    .unwrap();
-    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
-    let creds = etcd.dir().join("creds");
-    std::fs::create_dir_all(&creds).unwrap();
-    std::fs::write(creds.join("username"), "root").unwrap();
-    std::fs::write(creds.join("password"), "ttl-pass").unwrap();
+    etcd.enable_auth("ttl-pass");
+    let creds = etcd.user_dir("creds", "ttl-pass");
     let manifests = [
         (
             "c.yaml",
@@ -251,20 +224,8 @@ async fn expired_auth_tokens_are_renewed() {
 async fn cert_dirs_are_confined_to_the_manifest_directory() {
     let etcd = EtcdCluster::start(Options::new(1)).await;
     let ep = etcd.members[0].client_url.clone();
-    etcd.etcdctl(&[
-        "--endpoints",
-        &ep,
-        "user",
-        "add",
-        "root",
-        "--new-user-password=inside-pass",
-    ])
-    .unwrap();
-    etcd.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
-    let elsewhere = etcd.dir().join("elsewhere");
-    std::fs::create_dir_all(&elsewhere).unwrap();
-    std::fs::write(elsewhere.join("username"), "root").unwrap();
-    std::fs::write(elsewhere.join("password"), "inside-pass").unwrap();
+    etcd.enable_auth("inside-pass");
+    let elsewhere = etcd.user_dir("elsewhere", "inside-pass");
     let cluster = |name: &str, cert_name: &str| {
         (
             format!("{name}.yaml"),

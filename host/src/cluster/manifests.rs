@@ -265,12 +265,23 @@ mod tests {
         std::fs::write(dir.path().join("b-prod.yaml"), cluster("prod", "http://10.0.0.1:2379")).unwrap();
         let mut reader = ManifestReader::new(dir.path().to_path_buf(), true);
         assert_eq!(reader.read().unwrap().clusters.len(), 1);
-        std::fs::write(dir.path().join("a-takeover.yaml"), cluster("prod", "http://10.6.6.6:2379")).unwrap();
+        std::fs::write(
+            dir.path().join("a-takeover.yaml"),
+            cluster("prod", "http://10.6.6.6:2379"),
+        )
+        .unwrap();
         let set = reader.read().unwrap();
         assert!(set.clusters.is_empty(), "{:?}", set.clusters);
-        assert_eq!(set.rejected, [ClusterKey::of(&serde_yaml::from_str(&cluster("prod", "x")).unwrap())]);
+        assert_eq!(
+            set.rejected,
+            [ClusterKey::of(&serde_yaml::from_str(&cluster("prod", "x")).unwrap())]
+        );
         assert_eq!(set.errors.len(), 1);
-        assert!(set.errors[0].starts_with("cluster default/prod: metadata.name: defined 2 times ("), "{:?}", set.errors);
+        assert!(
+            set.errors[0].starts_with("cluster default/prod: metadata.name: defined 2 times ("),
+            "{:?}",
+            set.errors
+        );
     }
 
     /// Unchanged files are not parsed again; a changed one is.

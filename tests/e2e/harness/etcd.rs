@@ -150,6 +150,24 @@ impl EtcdCluster {
     }
 
     /// Runs etcdctl (v3 API, with this cluster's client certificate).
+    /// Adds user `root` with `password` and turns authentication on.
+    pub fn enable_auth(&self, password: &str) {
+        let ep = self.endpoints();
+        let password = format!("--new-user-password={password}");
+        self.etcdctl(&["--endpoints", &ep, "user", "add", "root", &password])
+            .unwrap();
+        self.etcdctl(&["--endpoints", &ep, "auth", "enable"]).unwrap();
+    }
+
+    /// A certName directory `name` beside the data holding `root` and `password`.
+    pub fn user_dir(&self, name: &str, password: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("username"), "root\n").unwrap();
+        std::fs::write(path.join("password"), password).unwrap();
+        path
+    }
+
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
