@@ -465,3 +465,59 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
     )
     .await;
 }
+
+/// One cluster name in two namespaces: series carry clusterName only, so
+/// the second is refused in Kubernetes mode as in standalone mode, and its
+/// status says why; the first keeps its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_name_used_in_two_namespaces_is_refused_with_a_condition() {
+    let etcd = Etcd::start(Options::new(1)).await;
+    let kube = KubeApi::start().await;
+    let client = kube.client().await;
+    let yaml = cluster_manifest(
+        "prod",
+        &[
+            ("importedAddr", &etcd.members[0].client_url),
+            ("featureGates", "healthy=true"),
+        ],
+    );
+    for namespace in ["team-a", "team-b"] {
+        let mut cluster: EtcdCluster = serde_yaml::from_str(&yaml).unwrap();
+        cluster.metadata.namespace = Some(namespace.into());
+        let api: Api<EtcdCluster> = Api::namespaced(client.clone(), namespace);
+        api.create(&PostParams::default(), &cluster).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::kubernetes(
+        &bundled(),
+        &kube.kubeconfig(dir.path()),
+        &["--lease-duration", "2", "--resync-interval", "1"],
+    )
+    .await;
+    let (a, b): (Api<EtcdCluster>, Api<EtcdCluster>) = (
+        Api::namespaced(client.clone(), "team-a"),
+        Api::namespaced(client.clone(), "team-b"),
+    );
+    wait_until("one DuplicateName condition", Duration::from_secs(60), async || {
+        let reasons = (
+            ready_condition(&a, "prod").await?.reason,
+            ready_condition(&b, "prod").await?.reason,
+        );
+        let series = host.scrape().await.all(HEALTHY, &[("clusterName", "prod")]).len();
+        match (reasons.0.as_str(), reasons.1.as_str()) {
+            ("DuplicateName", "AllMembersHealthy") | ("AllMembersHealthy", "DuplicateName") if series == 1 => Ok(()),
+            _ => Err(format!("{reasons:?}, {series} series")),
+        }
+    })
+    .await;
+    let refused = match ready_condition(&a, "prod").await.unwrap() {
+        c if c.reason == "DuplicateName" => c,
+        _ => ready_condition(&b, "prod").await.unwrap(),
+    };
+    assert!(
+        refused
+            .message
+            .contains("clusterName \"prod\" is already used by cluster team-"),
+        "{refused:?}"
+    );
+}

@@ -94,7 +94,8 @@ pub struct EtcdClusterStatus {
 
 /// Why the cluster is in its phase. `type` is `Ready`; `reason` is a
 /// CamelCase word (`AllMembersHealthy`, `MembersUnhealthy`, `Unreachable`,
-/// `InvalidSpec`, `CredentialsUnavailable`); `message` says what to fix.
+/// `TLSError`, `AuthenticationFailed`, `InvalidSpec`, `CredentialsUnavailable`,
+/// `DuplicateName`); `message` says what to fix.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {

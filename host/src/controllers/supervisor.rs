@@ -74,6 +74,8 @@ pub struct Supervisor {
     pool: Arc<ConnectionPool>,
     clusters: Mutex<HashMap<ClusterKey, ClusterEntry>>,
     errors: Mutex<Vec<String>>,
+    /// Clusters refused by the last apply because their name is taken, with why.
+    refused: Mutex<HashMap<ClusterKey, String>>,
 }
 
 impl Supervisor {
@@ -86,6 +88,7 @@ impl Supervisor {
             pool: Arc::new(ConnectionPool::new(settings.connection)),
             clusters: Mutex::default(),
             errors: Mutex::default(),
+            refused: Mutex::default(),
         }
     }
 
@@ -94,7 +97,9 @@ impl Supervisor {
     /// other cluster not in `desired` is stopped and its series deleted.
     pub fn apply(&self, desired: Vec<ClusterConfig>, keep: &[ClusterKey], mut errors: Vec<String>) {
         let mut clusters = self.clusters.lock().unwrap();
-        let desired = unique_names(&clusters, desired, keep, &mut errors);
+        let (desired, refused) = unique_names(&clusters, desired, keep);
+        errors.extend(refused.values().cloned());
+        *self.refused.lock().unwrap() = refused;
         {
             let mut known = self.errors.lock().unwrap();
             for e in errors.iter().filter(|e| !known.contains(e)) {
@@ -150,6 +155,13 @@ impl Supervisor {
     /// The connections of the running clusters, for others to share.
     pub fn connections(&self) -> &Arc<ConnectionPool> {
         &self.pool
+    }
+
+    /// Why the last [`Self::apply`] refused `key`, if it refused it for a
+    /// cluster name another namespace uses (the cluster controller shows it
+    /// in the cluster's status).
+    pub fn refusal(&self, key: &ClusterKey) -> Option<String> {
+        self.refused.lock().unwrap().get(key).cloned()
     }
 
     /// Configuration errors from the last [`Self::apply`].
@@ -259,13 +271,13 @@ impl Supervisor {
 /// Series carry `clusterName` only (the seed's label set, D18), so two
 /// namespaces may not share a cluster name: one's commits would delete the
 /// other's series. The cluster running already keeps its name; among
-/// newcomers the first wins. A refused one is named in `errors`.
+/// newcomers the first wins. Returns the accepted ones, and why each
+/// refused one was refused.
 fn unique_names(
     running: &HashMap<ClusterKey, ClusterEntry>,
     desired: Vec<ClusterConfig>,
     keep: &[ClusterKey],
-    errors: &mut Vec<String>,
-) -> Vec<ClusterConfig> {
+) -> (Vec<ClusterConfig>, HashMap<ClusterKey, String>) {
     let wanted: HashSet<&ClusterKey> = desired.iter().map(|c| &c.key).chain(keep.iter()).collect();
     let mut owners: HashMap<String, ClusterKey> = running
         .keys()
@@ -273,26 +285,27 @@ fn unique_names(
         .map(|k| (k.name.clone(), k.clone()))
         .collect();
     let mut accepted = Vec::with_capacity(desired.len());
+    let mut refused = HashMap::new();
     for config in desired {
         match owners.get(&config.key.name) {
-            Some(owner) if *owner != config.key => errors.push(
-                crate::cluster::ConfigError {
+            Some(owner) if *owner != config.key => {
+                let error = crate::cluster::ConfigError {
                     cluster: config.key.to_string(),
                     field: "metadata.name".into(),
                     message: format!(
                         "clusterName {:?} is already used by cluster {owner}; series are labelled by clusterName only, so names must be unique across namespaces",
                         config.key.name
                     ),
-                }
-                .to_string(),
-            ),
+                };
+                refused.insert(config.key.clone(), error.to_string());
+            }
             _ => {
                 owners.insert(config.key.name.clone(), config.key.clone());
                 accepted.push(config);
             }
         }
     }
-    accepted
+    (accepted, refused)
 }
 
 #[cfg(test)]
@@ -340,6 +353,8 @@ mod tests {
             vec![],
         );
         assert_eq!(running(&s), ["team-b/prod"]);
+        let key = |ns: &str| config(ns, "prod", &[]).key;
+        assert!(s.refusal(&key("team-a")).is_some() && s.refusal(&key("team-b")).is_none());
         let errors = s.errors();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(

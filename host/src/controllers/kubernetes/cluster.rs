@@ -17,7 +17,7 @@ use super::registry::{ClusterRegistry, Unusable};
 use super::status::{cluster_labels, cluster_status, feature_actions, FeatureAction, Observation, ObservedMember};
 use crate::cluster::config::annotations;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
-use crate::cluster::parse_feature_gates;
+use crate::cluster::{parse_feature_gates, ClusterKey};
 use crate::etcd::CallError;
 
 pub struct Context {
@@ -97,6 +97,12 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
 }
 
 async fn observe(cluster: &EtcdCluster, registry: &ClusterRegistry) -> Observation {
+    if let Some(message) = registry.name_taken(&ClusterKey::of(cluster)) {
+        return Observation::Invalid {
+            reason: "DuplicateName",
+            message,
+        };
+    }
     let config = match registry.config(cluster, &[]).await {
         Ok(c) => c,
         Err(Unusable::Credentials(e)) => {

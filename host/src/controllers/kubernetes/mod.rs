@@ -77,7 +77,7 @@ pub async fn run(
             let registry = Arc::new(ClusterRegistry::new(
                 client.clone(),
                 settings.clone(),
-                supervisor.connections().clone(),
+                supervisor.clone(),
             ));
             if role != Role::Inspections {
                 let ctx = Arc::new(cluster::Context {

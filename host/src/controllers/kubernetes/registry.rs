@@ -13,7 +13,8 @@ use kube::{Client, ResourceExt};
 use super::{secrets, KubeSettings};
 use crate::cluster::config::annotations;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection};
-use crate::cluster::{ClusterConfig, ConfigError, ConnectionPool, FeatureSource};
+use crate::cluster::{ClusterConfig, ClusterKey, ConfigError, FeatureSource};
+use crate::controllers::Supervisor;
 use crate::etcd::{ClusterConnection, Credentials, TlsError};
 
 /// A Secret read: (namespace, certName) → when, and what it gave.
@@ -33,16 +34,17 @@ pub enum Unusable {
 pub struct ClusterRegistry {
     client: Client,
     settings: Arc<KubeSettings>,
-    pool: Arc<ConnectionPool>,
+    /// Runs the inspections; its pool holds the connections.
+    supervisor: Arc<Supervisor>,
     secrets: Mutex<SecretCache>,
 }
 
 impl ClusterRegistry {
-    pub fn new(client: Client, settings: Arc<KubeSettings>, pool: Arc<ConnectionPool>) -> Self {
+    pub fn new(client: Client, settings: Arc<KubeSettings>, supervisor: Arc<Supervisor>) -> Self {
         ClusterRegistry {
             client,
             settings,
-            pool,
+            supervisor,
             secrets: Mutex::default(),
         }
     }
@@ -105,6 +107,12 @@ impl ClusterRegistry {
 
     /// The cluster's connection, shared with its inspections.
     pub fn connection(&self, config: &ClusterConfig) -> Result<Arc<ClusterConnection>, TlsError> {
-        self.pool.get(config)
+        self.supervisor.connections().get(config)
+    }
+
+    /// Why the inspections refuse this cluster: its name is another
+    /// namespace's (series carry clusterName only).
+    pub fn name_taken(&self, key: &ClusterKey) -> Option<String> {
+        self.supervisor.refusal(key)
     }
 }
