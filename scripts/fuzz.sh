@@ -11,7 +11,24 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p host/fuzz/corpus/plugin_bytes host/fuzz/corpus/manifest host/fuzz/corpus/settings
 cp "$target_dir"/plugins/bundled/*.wasm "$target_dir"/plugins/fixtures/*.wasm host/fuzz/corpus/plugin_bytes/
-cp examples/*/cluster.yaml host/fuzz/corpus/manifest/ 2>/dev/null || true
+cat > host/fuzz/corpus/manifest/seed.yaml <<'YAML'
+apiVersion: etcd.clay.io/v1alpha1
+kind: EtcdCluster
+metadata:
+  name: prod
+  annotations:
+    importedAddr: https://10.0.0.1:2379,https://[fd00::1]:2379
+    featureGates: healthy=true,alarm=true,consistency=false
+    extClientURL: 10.0.0.1:2379->lb.example:32379
+    etcd-inspector.io/insecure-skip-tls-verify: "false"
+spec:
+  clusterType: imported
+---
+apiVersion: etcd.clay.io/v1alpha1
+kind: EtcdInspection
+metadata: {name: prod-healthy}
+spec: {clusterName: prod, inspectionType: healthy, intervalInSecond: 15}
+YAML
 printf 'plugins:\n  healthy:\n    timeoutSeconds: 2.5\n    memoryMiB: 8\n    sha256: "%064d"\n' 0 > host/fuzz/corpus/settings/seed.yaml
 cd host/fuzz
 for target in manifest settings plugin_bytes; do
