@@ -294,7 +294,11 @@ mod tests {
     fn a_syntax_error_ends_the_file_with_one_error() {
         let set = read_str("\u{10}", "f.yaml", Path::new("/nonexistent"));
         assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
-        assert!(set.errors[0].starts_with("f.yaml (document 1): not YAML: "), "{:?}", set.errors);
+        assert!(
+            set.errors[0].starts_with("f.yaml (document 1): not YAML: "),
+            "{:?}",
+            set.errors
+        );
         // The scanner refuses the whole text, with the position.
         let good_then_bad = format!("{}---\n\u{10}\n", cluster("ok", "http://10.0.0.1:2379"));
         let set = read_str(&good_then_bad, "g.yaml", Path::new("/nonexistent"));
