@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on Debian 12 with rustup:
-# etcd (server and etcdctl), protoc (for the etcd client crate) and the
+# Debian's etcd 3.4 (server and etcdctl; the oldest row of the test matrix
+# and what `make run` starts), protoc (for the etcd client crate) and the
 # wasm32-wasip2 Rust target. Safe to run again: it skips what is present.
+# The Go-built test tools (etcd 3.5-3.7, kube-apiserver, kubectl) are
+# tests/tools/build.sh's, which `make test` calls.
 set -euo pipefail
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -15,5 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-  rustup target add wasm32-wasip2
+  # Where rustup cannot download, the workplace may provide the same
+  # standard library for this rustc beside the project.
+  fallback="$(dirname "$0")/../../shared/toolchains/install-wasm32-wasip2.sh"
+  if ! rustup target add wasm32-wasip2; then
+    [ -f "$fallback" ] || { echo "setup.sh: cannot install wasm32-wasip2" >&2; exit 1; }
+    bash "$fallback"
+  fi
 fi

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, plugins (wasm32-wasip2), then every test:
-# the host's unit and end-to-end tests (real etcd processes), the SDK's, and
-# the plugins' own unit tests (run natively). Separate cargo invocations keep
-# the host's and the plugins' dependency features apart.
+# The whole test suite: set-up, the Go-built test tools (etcd 3.5-3.7,
+# kube-apiserver, kubectl; cached by version under ~/.cache), plugins
+# (wasm32-wasip2), then every test: the host's unit and end-to-end tests
+# (real etcd processes, a real kube-apiserver), the SDK's, and the plugins'
+# own unit tests (run natively). Separate cargo invocations keep the host's
+# and the plugins' dependency features apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./tests/tools/build.sh >/dev/null
 ./scripts/build-plugins.sh
 cargo test -p etcd-inspector "$@"
 cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p db-quota "$@"
