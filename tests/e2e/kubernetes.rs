@@ -1,6 +1,6 @@
-//! Kubernetes mode end to end: the real kube client, watcher and
-//! controllers against the test API server (harness/kube_api.rs), with a
-//! real 3-member etcd behind TLS.
+//! Kubernetes mode end to end: the host's controllers against a real
+//! kube-apiserver (harness/kube.rs) with deploy/'s CRDs and RBAC applied as
+//! they ship, the host running as its ServiceAccount, and real etcd behind.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::harness::certs::Pki;
 use crate::harness::etcd::{EtcdCluster as Etcd, Options};
 use crate::harness::host::{cluster_manifest, Host};
-use crate::harness::kube_api::KubeApi;
+use crate::harness::kube::KubeApiServer;
 use crate::harness::{plugin_file, wait_until};
 
 const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
@@ -79,7 +79,7 @@ async fn inspections(api: &Api<EtcdInspection>) -> Vec<String> {
 async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
     let pki = Pki::new("cluster-ca");
     let etcd = Etcd::start(Options::new(3).tls(&pki)).await;
-    let kube = KubeApi::start().await;
+    let kube = KubeApiServer::start().await;
     let client = kube.client().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kstone");
     secrets
@@ -96,10 +96,9 @@ async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
     let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), "kstone");
     clusters.create(&PostParams::default(), &cluster).await.unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
     let host = Host::kubernetes(
         &bundled(),
-        &kube.kubeconfig(dir.path()),
+        &kube.host_kubeconfig(),
         &["--lease-duration", "3", "--resync-interval", "1"],
     )
     .await;
@@ -126,11 +125,16 @@ async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
         status
             .members
             .iter()
-            .all(|m| m.version == "3.4.23" && m.status == "Running"),
+            .all(|m| m.version == etcd.version.release() && m.status == "Running"),
         "{:?}",
         status.members
     );
     assert_eq!(status.ready_members.as_deref(), Some("3/3"));
+    // What `kubectl get etcdclusters` shows, from the CRD's printer columns.
+    let table = kube.kubectl(&["get", "etcdclusters", "-n", "kstone"]).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "PHASE", "READY", "AGE"], "{table}");
+    assert_eq!(rows[1][..3], ["env-etcd", "Running", "3/3"], "{table}");
     assert_eq!(
         status.feature_gates_status.get("backup").map(String::as_str),
         Some("disabled")
@@ -242,7 +246,7 @@ async fn the_seed_sample_is_reconciled_inspected_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_replica_inspects_and_another_takes_over() {
     let etcd = Etcd::start(Options::new(1)).await;
-    let kube = KubeApi::start().await;
+    let kube = KubeApiServer::start().await;
     let client = kube.client().await;
     let yaml = cluster_manifest(
         "solo",
@@ -256,8 +260,7 @@ async fn exactly_one_replica_inspects_and_another_takes_over() {
         .create(&PostParams::default(), &cluster)
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kube.kubeconfig(dir.path());
+    let kubeconfig = kube.host_kubeconfig();
     let flags = ["--lease-duration", "2", "--resync-interval", "1"];
     let plugins = [plugin_file("bundled", "healthy")];
     let mut hosts = vec![
@@ -307,7 +310,7 @@ async fn exactly_one_replica_inspects_and_another_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
-    let kube = KubeApi::start().await;
+    let kube = KubeApiServer::start().await;
     let client = kube.client().await;
     let yaml = cluster_manifest(
         "borrower",
@@ -320,10 +323,9 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
     let cluster: EtcdCluster = serde_yaml::from_str(&yaml).unwrap();
     let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), "default");
     clusters.create(&PostParams::default(), &cluster).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let _host = Host::kubernetes(
         &bundled(),
-        &kube.kubeconfig(dir.path()),
+        &kube.host_kubeconfig(),
         &["--lease-duration", "2", "--resync-interval", "1"],
     )
     .await;
@@ -356,7 +358,7 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::api::events::v1::Event;
 
-    let kube = KubeApi::start().await;
+    let kube = KubeApiServer::start().await;
     let client = kube.client().await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kstone");
     let original = std::fs::read(plugin_file("bundled", "healthy")).unwrap();
@@ -383,7 +385,7 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
         "--lease-duration",
         "2",
     ];
-    let host = Host::kubernetes(&[], &kube.kubeconfig(work.path()), &flags).await;
+    let host = Host::kubernetes(&[], &kube.host_kubeconfig(), &flags).await;
     let serving = async |expected: &str| {
         let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
         if status["sha256"] == expected && status["state"] == "active" {
@@ -472,7 +474,7 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_name_used_in_two_namespaces_is_refused_with_a_condition() {
     let etcd = Etcd::start(Options::new(1)).await;
-    let kube = KubeApi::start().await;
+    let kube = KubeApiServer::start().await;
     let client = kube.client().await;
     let yaml = cluster_manifest(
         "prod",
@@ -482,15 +484,15 @@ async fn a_cluster_name_used_in_two_namespaces_is_refused_with_a_condition() {
         ],
     );
     for namespace in ["team-a", "team-b"] {
+        kube.namespace(namespace);
         let mut cluster: EtcdCluster = serde_yaml::from_str(&yaml).unwrap();
         cluster.metadata.namespace = Some(namespace.into());
         let api: Api<EtcdCluster> = Api::namespaced(client.clone(), namespace);
         api.create(&PostParams::default(), &cluster).await.unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
     let host = Host::kubernetes(
         &bundled(),
-        &kube.kubeconfig(dir.path()),
+        &kube.host_kubeconfig(),
         &["--lease-duration", "2", "--resync-interval", "1"],
     )
     .await;

@@ -33,8 +33,10 @@ pub struct EtcdClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "whole_number")]
     pub disk_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "whole_number")]
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["", "v3"]))]
@@ -50,16 +52,16 @@ pub struct EtcdClusterSpec {
     pub args: Option<Vec<String>>,
     /// Kept opaque: meaningless for imported clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
+    #[schemars(schema_with = "opaque")]
     pub affinity: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
+    #[schemars(schema_with = "opaque")]
     pub env: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
+    #[schemars(schema_with = "opaque")]
     pub resources: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
+    #[schemars(schema_with = "opaque")]
     pub tolerations: Option<serde_json::Value>,
 }
 
@@ -146,7 +148,37 @@ pub struct EtcdInspectionSpec {
     pub inspection_provider: Option<String>,
     /// Seconds between runs; 30 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "seconds")]
     pub interval_in_second: Option<u32>,
+}
+
+/// Any JSON, kept as is. A structural schema (which the API server requires
+/// of a CRD) gives every field a type unless it preserves unknown fields.
+fn opaque(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// A count. schemars says `format: uint64`, which the API server does not
+/// know (it warns on every apply).
+fn whole_number(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "minimum": 0,
+        "nullable": true,
+    })
+}
+
+/// A number of seconds, as [`whole_number`] but within what the host reads.
+fn seconds(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": u32::MAX,
+        "nullable": true,
+    })
 }
 
 /// The seed's EtcdInspection status, now written: the last run and a

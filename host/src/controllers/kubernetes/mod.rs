@@ -6,6 +6,7 @@
 pub mod cluster;
 mod inspections;
 pub mod leader;
+mod orphans;
 pub mod plugin_source;
 mod registry;
 mod secrets;
@@ -84,6 +85,10 @@ pub async fn run(
                     registry: registry.clone(),
                 });
                 work.push(tokio::spawn(cluster::run(ctx)));
+                work.push(tokio::spawn(orphans::run(
+                    client.clone(),
+                    settings.label_selector.clone(),
+                )));
             }
             if role != Role::Clusters {
                 work.push(tokio::spawn(inspections::run(registry, supervisor.clone())));
