@@ -6,7 +6,7 @@
 //! each etcd cluster it watches and exports the samples it returns as
 //! Prometheus metrics.
 //!
-//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.0`), so a plugin
+//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.1`), so a plugin
 //! depends on this crate and on nothing else of ours.
 //!
 //! ```ignore
@@ -48,8 +48,9 @@ pub mod bindings {
 }
 
 pub use bindings::etcd_inspector::plugin::types::{
-    Alarm, AlarmType, ClusterSnapshot, EtcdError, EventKind, KeyInfo, KeyRange, KvHash, Member, MemberHealth,
-    MemberStatus, MetricDesc, MetricKind, PluginInfo, RangeCount, Sample, WatchEvent,
+    Alarm, AlarmType, ClusterSnapshot, DowngradeInfo, EtcdError, EventKind, KeyInfo, KeyRange, KvHash, Member,
+    MemberHealth, MemberStatus, MemberStatusDetails, MetricDesc, MetricKind, PluginInfo, RangeCount, Sample,
+    WatchEvent,
 };
 
 impl KeyRange {
@@ -110,7 +111,10 @@ pub mod testing;
 /// [`Member::endpoint`](crate::Member) from the snapshot.
 pub mod etcd {
     use crate::host_etcd as host;
-    pub use crate::{Alarm, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus, RangeCount};
+    pub use crate::{
+        Alarm, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus, MemberStatusDetails,
+        RangeCount,
+    };
 
     /// Current members, through the cluster's balanced connection.
     pub fn member_list() -> Result<Vec<Member>, EtcdError> {
@@ -131,6 +135,22 @@ pub mod etcd {
     /// ```
     pub fn status(endpoint: &str) -> Result<MemberStatus, EtcdError> {
         host::status(endpoint)
+    }
+
+    /// What etcd 3.6+ adds to Status: the backend quota, the storage
+    /// version and any downgrade in progress; each `None` where the member
+    /// does not report it (before 3.6). Another Status call, as cheap as
+    /// [`status`]. Needs a host serving contract 0.1.1 or later.
+    ///
+    /// ```no_run
+    /// # use etcd_inspector_sdk::etcd;
+    /// # fn f(endpoint: &str) -> Option<u64> {
+    /// // The quota etcd applies, where it says; else a configured default.
+    /// let quota = etcd::status_details(endpoint).ok()?.db_size_quota;
+    /// # quota }
+    /// ```
+    pub fn status_details(endpoint: &str) -> Result<MemberStatusDetails, EtcdError> {
+        host::status_details(endpoint)
     }
 
     /// Active alarms. This is a raft round trip: prefer the alarms that

@@ -31,8 +31,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::{
-    Alarm, AlarmType, ClusterSnapshot, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus,
-    MetricKind, Plugin, Sample, WatchEvent,
+    Alarm, AlarmType, ClusterSnapshot, DowngradeInfo, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth,
+    MemberStatus, MemberStatusDetails, MetricKind, Plugin, Sample, WatchEvent,
 };
 
 /// A member of a [`FakeCluster`] and what it answers.
@@ -42,6 +42,7 @@ pub struct FakeMember {
     status: Result<MemberStatus, EtcdError>,
     health: Result<MemberHealth, EtcdError>,
     hash: u32,
+    details: MemberStatusDetails,
 }
 
 impl FakeMember {
@@ -77,6 +78,12 @@ impl FakeMember {
                 reason: String::new(),
             }),
             hash: 7,
+            details: MemberStatusDetails {
+                member_id: id,
+                db_size_quota: None,
+                storage_version: None,
+                downgrade: None,
+            },
         }
     }
 
@@ -102,6 +109,19 @@ impl FakeMember {
             s.db_size = size;
             s.db_size_in_use = in_use;
         }
+        self
+    }
+
+    /// Reports the Status fields of etcd 3.6+: this quota in bytes, the
+    /// storage version and no downgrade (before that, `status_details`
+    /// answers every field `None`).
+    pub fn reports_quota(mut self, quota: u64, storage_version: &str) -> Self {
+        self.details.db_size_quota = Some(quota);
+        self.details.storage_version = Some(storage_version.into());
+        self.details.downgrade = Some(DowngradeInfo {
+            enabled: false,
+            target_version: String::new(),
+        });
         self
     }
 
@@ -149,6 +169,7 @@ pub struct FakeCluster {
     params: Vec<(String, String)>,
     state: Option<Vec<u8>>,
     logs: Vec<String>,
+    compact_revision: u64,
 }
 
 thread_local! {
@@ -186,6 +207,15 @@ impl FakeCluster {
             version: 1,
         };
         self.keys.insert(key.as_bytes().to_vec(), info);
+        self
+    }
+
+    /// Compacts the history at `revision`: reads below it fail with
+    /// [`EtcdError::Compacted`], and HashKV at exactly `revision` is
+    /// answered from the hash etcd 3.5+ keeps of its compactions (members
+    /// whose version starts with `3.4` refuse it, as etcd 3.4 does).
+    pub fn compacted(mut self, revision: u64) -> Self {
+        self.compact_revision = revision;
         self
     }
 
@@ -345,6 +375,14 @@ pub(crate) mod fake {
             })
         }
 
+        pub fn status_details(endpoint: &str) -> Result<MemberStatusDetails, EtcdError> {
+            with(|c| {
+                let m = member(c, endpoint)?;
+                m.status?;
+                Ok(m.details)
+            })
+        }
+
         pub fn alarm_list() -> Result<Vec<Alarm>, EtcdError> {
             with(|c| Ok(c.alarms.clone()))
         }
@@ -363,6 +401,14 @@ pub(crate) mod fake {
             })
         }
 
+        /// Reads at a revision the history no longer has.
+        fn compacted(c: &FakeCluster, revision: u64) -> Result<(), EtcdError> {
+            if revision != 0 && revision < c.compact_revision {
+                return Err(EtcdError::Compacted(c.compact_revision));
+            }
+            Ok(())
+        }
+
         fn in_range(range: &KeyRange, key: &[u8]) -> bool {
             key >= range.start.as_slice() && (range.end.is_empty() || key < range.end.as_slice())
         }
@@ -377,6 +423,7 @@ pub(crate) mod fake {
                 if let Some(ep) = endpoint {
                     member(c, ep)?.status?;
                 }
+                compacted(c, revision)?;
                 let count = c
                     .keys
                     .values()
@@ -391,6 +438,7 @@ pub(crate) mod fake {
 
         pub fn keys(range: &KeyRange, limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
             with(|c| {
+                compacted(c, revision)?;
                 Ok(c.keys
                     .values()
                     .filter(|k| in_range(range, &k.key) && (revision == 0 || k.create_revision <= revision))
@@ -403,12 +451,17 @@ pub(crate) mod fake {
         pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
             with(|c| {
                 let m = member(c, endpoint)?;
-                m.status?;
+                let status = m.status?;
+                let compact = c.compact_revision;
+                let cached = compact > 0 && revision == compact && !status.version.starts_with("3.4");
+                if !cached && revision <= compact {
+                    return Err(EtcdError::Compacted(compact));
+                }
                 Ok(KvHash {
                     member_id: m.member.id,
                     hash: m.hash,
-                    compact_revision: 0,
-                    hash_revision: revision,
+                    compact_revision: compact,
+                    hash_revision: if revision == 0 { status.revision } else { revision },
                 })
             })
         }

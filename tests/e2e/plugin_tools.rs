@@ -33,7 +33,7 @@ fn check_describes_a_plugin_and_rejects_junk_with_the_reason() {
     let (ok, out, _) = inspector(&["plugin", "check", db_quota.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("name:      db-quota"), "{out}");
-    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.0"), "{out}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.1"), "{out}");
     assert!(
         out.contains("inspection_etcd_defrag_recommended gauge {clusterName,endpoint,rule}"),
         "{out}"

@@ -8,8 +8,9 @@
 //! - `quota`: the file uses more than 80 % of the quota (etcd-defrag);
 //! - `free_space`: more than 200 MiB of the file is free (etcd-defrag).
 //!
-//! etcd before 3.6 does not report its quota: set it with the cluster
-//! annotation `etcd-inspector.io/quota-backend-bytes` (default 2 GiB, etcd's).
+//! The quota is the one etcd reports (3.6+, `etcd::status_details`); etcd
+//! before 3.6 does not, so there it comes from the cluster annotation
+//! `etcd-inspector.io/quota-backend-bytes` (default 2 GiB, etcd's).
 
 use etcd_inspector_sdk::{etcd, export_plugin, gauge, log, ClusterSnapshot, Plugin, PluginInfo, Sample};
 
@@ -58,7 +59,7 @@ impl Plugin for DbQuota {
                     .map_err(|_| format!("annotation {key}: {v:?} is not a number of bytes")),
             }
         };
-        let quota = number(QUOTA_PARAM, DEFAULT_QUOTA)?;
+        let configured = number(QUOTA_PARAM, DEFAULT_QUOTA)?;
         let min_size = number(MIN_SIZE_PARAM, DEFAULT_MIN_SIZE)?;
         let mut samples = Vec::new();
         let mut failures = Vec::new();
@@ -71,6 +72,10 @@ impl Plugin for DbQuota {
                     continue;
                 }
             };
+            let reported = etcd::status_details(&member.endpoint)
+                .ok()
+                .and_then(|d| d.db_size_quota);
+            let quota = reported.unwrap_or(configured);
             let endpoint = snapshot.endpoint_label(member);
             let gauge = |name: &str, value: f64| Sample::new(name, value).label("endpoint", endpoint.clone());
             let (size, in_use) = (status.db_size, status.db_size_in_use.min(status.db_size));
@@ -152,6 +157,23 @@ mod tests {
             err,
             "annotation etcd-inspector.io/quota-backend-bytes: \"2Gi\" is not a number of bytes"
         );
+    }
+
+    #[test]
+    fn a_quota_etcd_reports_wins_over_the_annotation() {
+        let s = FakeCluster::new("prod")
+            .member(
+                FakeMember::new(1, "m0")
+                    .db(90 * MB, 80 * MB)
+                    .reports_quota(300 * MB, "3.6.0"),
+            )
+            .member(FakeMember::new(2, "m1").db(90 * MB, 80 * MB))
+            .param(QUOTA_PARAM, "100000000")
+            .inspect::<DbQuota>()
+            .unwrap();
+        assert_eq!(s.value(QUOTA, &[("endpoint", "10.0.0.1")]), Some(300e6));
+        assert_eq!(s.value(QUOTA_USAGE, &[("endpoint", "10.0.0.1")]), Some(0.3));
+        assert_eq!(s.value(QUOTA, &[("endpoint", "10.0.0.2")]), Some(100e6));
     }
 
     #[test]

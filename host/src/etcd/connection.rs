@@ -191,6 +191,12 @@ impl ClusterConnection {
             revision: header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
             is_learner: s.is_learner(),
             errors: s.errors().to_vec(),
+            // Before 3.6 these are absent from the answer, so zero and empty.
+            db_size_quota: Some(s.db_size_quota()).filter(|q| *q > 0).map(|q| q as u64),
+            storage_version: Some(s.storage_version()).filter(|v| !v.is_empty()).map(str::to_string),
+            downgrade: s
+                .downgrade_info()
+                .map(|d| (d.enabled(), d.target_version().to_string())),
         })
     }
 
@@ -281,11 +287,13 @@ impl ClusterConnection {
             .with_compact_revision(self.bounded(client.hash_kv(revision as i64)).await)
             .await?;
         let header = r.header();
-        // The header carries the member's current revision, which is the one
-        // hashed only when no revision was asked for.
-        let hashed = match revision {
-            0 => header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
-            asked => asked,
+        // etcd 3.6+ says which revision it hashed. Before, the header carries
+        // the member's current revision, which is the one hashed only when
+        // no revision was asked for.
+        let hashed = match (r.hash_revision(), revision) {
+            (reported, _) if reported > 0 => reported as u64,
+            (_, 0) => header.map(|h| h.revision().max(0) as u64).unwrap_or_default(),
+            (_, asked) => asked,
         };
         Ok((
             header.map(|h| h.member_id()).unwrap_or_default(),
@@ -372,24 +380,35 @@ impl ClusterConnection {
             #[serde(default)]
             reason: String,
         }
-        Ok(match serde_json::from_str::<Answer>(&body) {
-            Ok(a) if a.health == "true" => MemberHealth {
-                healthy: true,
-                reason: String::new(),
-            },
-            Ok(a) => MemberHealth {
-                healthy: false,
-                reason: if a.reason.is_empty() {
-                    format!("health {:?} (HTTP {status})", a.health)
-                } else {
-                    a.reason
-                },
-            },
-            Err(_) => MemberHealth {
-                healthy: false,
-                reason: format!("unexpected answer (HTTP {status})"),
-            },
-        })
+        let reason = match serde_json::from_str::<Answer>(&body) {
+            Ok(a) if a.health == "true" => {
+                return Ok(MemberHealth {
+                    healthy: true,
+                    reason: String::new(),
+                })
+            }
+            Ok(a) if a.reason.is_empty() => format!("health {:?} (HTTP {status})", a.health),
+            Ok(a) => a.reason,
+            Err(_) => format!("unexpected answer (HTTP {status})"),
+        };
+        // Where the member serves /readyz (3.4.29+, 3.5.11+), the names of
+        // its failing checks say more than /health's reason does.
+        let reason = self.failing_readyz_checks(endpoint).await.unwrap_or(reason);
+        Ok(MemberHealth { healthy: false, reason })
+    }
+
+    /// The failing checks of `<endpoint>/readyz?verbose`, comma separated
+    /// (`data_corruption`, `linearizable_read`, …); `None` where the member
+    /// has no /readyz or reports no failing check.
+    async fn failing_readyz_checks(&self, endpoint: &str) -> Option<String> {
+        let url = format!("{}/readyz?verbose", endpoint.trim_end_matches('/'));
+        let response = self.http.get(&url).send().await.ok()?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        let body = response.text().await.ok()?;
+        let failing: Vec<&str> = readyz_failures(&body).collect();
+        (!failing.is_empty()).then(|| failing.join(","))
     }
 
     /// Endpoints a plugin may address: known members and the seeds. A
@@ -543,5 +562,27 @@ fn range_options(end: &[u8], revision: u64) -> GetOptions {
         options.with_revision(revision as i64)
     } else {
         options
+    }
+}
+
+/// Check names from the lines `[-]name failed: why` of a verbose /readyz.
+fn readyz_failures(body: &str) -> impl Iterator<Item = &str> {
+    body.lines()
+        .filter_map(|l| l.trim().strip_prefix("[-]"))
+        .filter_map(|rest| rest.split_whitespace().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readyz_failures;
+
+    #[test]
+    fn failing_readyz_checks_are_named() {
+        let body = "[+]serializable_read ok\n[-]data_corruption failed: alarm activated\n[+]linearizable_read ok\n[-]non_learner failed: is learner\nreadyz check failed\n";
+        assert_eq!(
+            readyz_failures(body).collect::<Vec<_>>(),
+            ["data_corruption", "non_learner"]
+        );
+        assert_eq!(readyz_failures("ok").count(), 0);
     }
 }

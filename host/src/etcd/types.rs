@@ -16,7 +16,7 @@ pub struct MemberInfo {
     pub is_learner: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct MemberStatus {
     pub member_id: u64,
     pub version: String,
@@ -29,6 +29,11 @@ pub struct MemberStatus {
     pub revision: u64,
     pub is_learner: bool,
     pub errors: Vec<String>,
+    /// What etcd 3.6+ adds; `None` where the member does not report it.
+    pub db_size_quota: Option<u64>,
+    pub storage_version: Option<String>,
+    /// (enabled, target version) of a downgrade.
+    pub downgrade: Option<(bool, String)>,
 }
 
 /// One change under a watched prefix.

@@ -209,6 +209,14 @@ impl WireSize for types::MemberStatus {
     }
 }
 
+impl WireSize for types::MemberStatusDetails {
+    fn wire_size(&self) -> u64 {
+        let text = self.storage_version.as_ref().map_or(0, String::len)
+            + self.downgrade.as_ref().map_or(0, |d| d.target_version.len());
+        (text + 24) as u64
+    }
+}
+
 impl WireSize for types::Alarm {
     fn wire_size(&self) -> u64 {
         12
@@ -281,6 +289,24 @@ impl etcd::Host for HostState {
                 revision: s.revision,
                 is_learner: s.is_learner,
                 errors: s.errors,
+            },
+        )
+        .await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn status_details(&mut self, endpoint: String) -> EtcdResult<types::MemberStatusDetails> {
+        let answer = on_cluster(
+            self.connection(),
+            async |c| c.status(&endpoint).await,
+            |s| types::MemberStatusDetails {
+                member_id: s.member_id,
+                db_size_quota: s.db_size_quota,
+                storage_version: s.storage_version,
+                downgrade: s.downgrade.map(|(enabled, target_version)| types::DowngradeInfo {
+                    enabled,
+                    target_version,
+                }),
             },
         )
         .await?;

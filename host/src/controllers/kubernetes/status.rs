@@ -229,6 +229,7 @@ mod tests {
             revision: 0,
             is_learner: false,
             errors: vec![],
+            ..Default::default()
         }
     }
 
