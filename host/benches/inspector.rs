@@ -21,8 +21,13 @@
 //!    local etcd, at 30 s and at a 5 s stress interval: CPU share of one
 //!    core, RSS, schedule lag, missed runs. Target at 1000 × 4 × 30 s:
 //!    no missed runs, CPU ≤ 25 %, RSS ≤ 256 MiB.
+//! H. HashKV on etcd 3.6 (BENCH_ETCD36 names its binary; scripts/bench.sh
+//!    builds it): on one store with 250 000 revisions, HashKV at the latest
+//!    compaction (answered from the hash etcd keeps) against HashKV at the
+//!    latest revision (a scan of the history), as consistency used to ask.
 //!
-//! BENCH_ONLY=B,D (say) runs just those sections.
+//! BENCH_ONLY=B,D (say) runs just those sections, and replaces only those
+//! sections of bench/RESULTS.md.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -948,10 +953,145 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(_) => report.push("\n(B to F skipped: set BENCH_ETCD_ENDPOINTS, as scripts/bench.sh does)".into()),
     }
+    if wanted("H") {
+        match std::env::var_os("BENCH_ETCD36") {
+            Some(binary) => hashkv(&mut report, PathBuf::from(binary)).await?,
+            None => {
+                report.push("\n(H skipped: set BENCH_ETCD36 to an etcd 3.6 binary, as scripts/bench.sh does)".into())
+            }
+        }
+    }
     let text = report.join("\n") + "\n";
     print!("{text}");
     if let Some(path) = std::env::var_os("BENCH_RESULTS") {
-        std::fs::write(path, &text)?;
+        let text = match std::fs::read_to_string(&path) {
+            // A partial run keeps the sections it did not run.
+            Ok(old) if !only.is_empty() => merge_sections(&old, &text),
+            _ => text,
+        };
+        std::fs::write(path, text)?;
     }
+    Ok(())
+}
+
+/// `old` with each `## X.` section that `new` has replaced by `new`'s.
+fn merge_sections(old: &str, new: &str) -> String {
+    let sections = |text: &str| -> Vec<(String, String)> {
+        text.split("\n## ")
+            .skip(1)
+            .map(|s| (s.split('.').next().unwrap_or_default().to_string(), format!("\n## {s}")))
+            .collect()
+    };
+    let head = old.split("\n## ").next().unwrap_or_default().to_string();
+    let fresh = sections(new);
+    let mut merged: Vec<(String, String)> = sections(old);
+    for (id, body) in fresh {
+        match merged.iter_mut().find(|(i, _)| *i == id) {
+            Some(slot) => slot.1 = body,
+            None => merged.push((id, body)),
+        }
+    }
+    merged.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = head;
+    for (_, body) in merged {
+        text.push_str(body.trim_end_matches('\n'));
+        text.push('\n');
+    }
+    text
+}
+
+/// H: HashKV at the latest compaction against HashKV at the latest revision,
+/// on one etcd 3.6 member holding 250 000 revisions of history.
+async fn hashkv(report: &mut Vec<String>, binary: PathBuf) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    const REVISIONS: usize = 250_000;
+    let dir = tempfile::tempdir()?;
+    let port = |l: std::net::TcpListener| l.local_addr().map(|a| a.port());
+    let (client_port, peer_port) = (
+        port(std::net::TcpListener::bind("127.0.0.1:0")?)?,
+        port(std::net::TcpListener::bind("127.0.0.1:0")?)?,
+    );
+    let url = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut child = std::process::Command::new(&binary)
+        .args(["--name", "h", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("h={peer}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut client = loop {
+            match etcd_client::Client::connect([url.as_str()], None).await {
+                Ok(mut c) if c.status().await.is_ok() => break c,
+                _ if Instant::now() > deadline => anyhow::bail!("etcd 3.6 did not start"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let version = client.status().await?.version().to_string();
+        // 250 000 writes over 1 000 keys, 64 in flight.
+        let written = futures::stream::iter(0..REVISIONS)
+            .map(|i| {
+                let mut c = client.clone();
+                async move { c.put(format!("/bench/hashkv/{}", i % 1000), i.to_string(), None).await }
+            })
+            .buffer_unordered(64)
+            .filter(|r| std::future::ready(r.is_ok()))
+            .count()
+            .await;
+        anyhow::ensure!(written == REVISIONS, "only {written} of {REVISIONS} writes succeeded");
+        // Compact early in the history: the store keeps everything after it,
+        // and etcd keeps the hash it computed at the compaction.
+        let compact = 1_000;
+        client.compact(compact, None).await?;
+        let latest = client.status().await?.header().map_or(0, |h| h.revision());
+        let conn = connection(std::slice::from_ref(&url))?;
+        let time = async |revision: u64, n: usize| -> anyhow::Result<Vec<Duration>> {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                conn.hash_kv(&url, revision).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                times.push(t.elapsed());
+            }
+            times.sort();
+            Ok(times)
+        };
+        // The compaction runs in the background; its hash is kept once done.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cached = time(compact as u64, 20).await?;
+        let scanned = time(latest as u64, 5).await?;
+        Ok((version, latest, cached, scanned))
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (version, latest, cached, scanned) = result?;
+    let median = |t: &[Duration]| t[t.len() / 2];
+    report.push(format!(
+        "\n## H. HashKV on etcd {version}: at the latest compaction against at the latest revision\n"
+    ));
+    report.push(format!(
+        "One member, {REVISIONS} writes over 1 000 keys (revision {latest}), compacted at revision 1 000; HashKV through the host's connection."
+    ));
+    report.push("\n| HashKV at | calls | median | max |\n|---|---|---|---|".into());
+    report.push(format!(
+        "| the compaction (1 000: etcd's kept hash) | {} | {:.2?} | {:.2?} |",
+        cached.len(),
+        median(&cached),
+        cached[cached.len() - 1]
+    ));
+    report.push(format!(
+        "| the latest revision ({latest}: a scan of the history) | {} | {:.2?} | {:.2?} |",
+        scanned.len(),
+        median(&scanned),
+        scanned[scanned.len() - 1]
+    ));
+    report.push(format!(
+        "\nRatio of medians, latest / compaction: {:.0}×",
+        median(&scanned).as_secs_f64() / median(&cached).as_secs_f64()
+    ));
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
 
-use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::etcd::{EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::{plugin_file, wait_until};
 
@@ -49,9 +49,8 @@ async fn expect(host: &Host, expected: &[(String, &str, f64)]) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery() {
-    let etcd = EtcdCluster::start(Options::new(1).quota(2 << 20)).await;
+async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(1).version(version).quota(2 << 20)).await;
     let host = start_host(&etcd).await;
     let ep = endpoint(&etcd, 0);
     expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep.clone(), "CORRUPT", 0.0)]).await;
@@ -79,10 +78,10 @@ async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery() {
     etcd.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
     expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep, "CORRUPT", 0.0)]).await;
 }
+on_every_etcd!(nospace_from_a_full_quota_reads_1_and_0_after_recovery);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cleared_alarm_returns_to_0_while_another_stays_1() {
-    let etcd = EtcdCluster::start(Options::new(3)).await;
+async fn a_cleared_alarm_returns_to_0_while_another_stays_1(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(3).version(version)).await;
     let host = start_host(&etcd).await;
     let ids = etcd.status();
     let (a, b) = (endpoint(&etcd, 0), endpoint(&etcd, 1));
@@ -133,3 +132,4 @@ async fn a_cleared_alarm_returns_to_0_while_another_stays_1() {
         .get("inspection_failed_num", &[("clusterName", "prod")]);
     assert_eq!(failed, None, "raised alarms are findings, not failed inspections");
 }
+on_every_etcd!(a_cleared_alarm_returns_to_0_while_another_stays_1);

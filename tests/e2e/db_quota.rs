@@ -1,17 +1,17 @@
 //! examples/db-quota (written only with the public SDK) on a real member:
-//! fragmentation from deleted data is detected, and gone after a defrag.
+//! fragmentation from deleted data is detected, and gone after a defrag;
+//! the quota is etcd's own where it reports it (3.6+), else the annotation's.
 
 use std::time::Duration;
 
-use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::etcd::{EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::{plugin_file, wait_until};
 
 const DEFRAG: &str = "inspection_etcd_defrag_recommended";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fragmentation_is_advised_until_the_member_is_defragmented() {
-    let etcd = EtcdCluster::start(Options::new(1)).await;
+async fn fragmentation_is_advised_until_the_member_is_defragmented(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(1).version(version).quota(1_500_000_000)).await;
     let url = etcd.members[0].client_url.clone();
     let mut client = etcd.client().await;
     let value = vec![b'x'; 20 * 1024];
@@ -57,7 +57,8 @@ async fn fragmentation_is_advised_until_the_member_is_defragmented() {
     assert!(size >= 4_000_000.0, "the member's file holds the deleted data: {size}");
     assert_eq!(
         scrape.get("inspection_etcd_db_quota_bytes", &[("clusterName", "prod")]),
-        Some(1e9)
+        Some(if version >= Version::V3_6 { 1.5e9 } else { 1e9 }),
+        "etcd's quota where it reports it, the annotation's before 3.6"
     );
     assert_eq!(
         scrape.get(DEFRAG, &[("clusterName", "prod"), ("rule", "quota")]),
@@ -75,3 +76,4 @@ async fn fragmentation_is_advised_until_the_member_is_defragmented() {
     )
     .await;
 }
+on_every_etcd!(fragmentation_is_advised_until_the_member_is_defragmented);

@@ -4,16 +4,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::etcd::{EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::{plugin_file, wait_until};
 
 const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
 const INTERVAL: Duration = Duration::from_secs(3);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_member_reads_0_within_two_intervals_and_recovers() {
-    let etcd = EtcdCluster::start(Options::new(3)).await;
+async fn a_stopped_member_reads_0_within_two_intervals_and_recovers(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(3).version(version)).await;
     let manifests = [
         (
             "cluster.yaml",
@@ -108,6 +107,7 @@ async fn a_stopped_member_reads_0_within_two_intervals_and_recovers() {
             >= 3.0
     );
 }
+on_every_etcd!(a_stopped_member_reads_0_within_two_intervals_and_recovers);
 
 /// A cluster that never answers fails every round, but the log says so
 /// once per condition (it started, and every few minutes while it lasts),
@@ -155,3 +155,51 @@ async fn a_cluster_that_stays_down_is_logged_once_not_every_round() {
         "the member list failure is logged once:\n{log}"
     );
 }
+
+/// A member with a CORRUPT alarm is unhealthy, and where it serves
+/// /readyz (3.5+) the log names the failing check, not just "false".
+async fn a_corrupt_member_is_unhealthy_with_the_failing_check_named(version: Version) {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+
+    let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
+    let url = etcd.members[0].client_url.clone();
+    let manifests = [
+        ("cluster.yaml", cluster_manifest("prod", &[("importedAddr", &url)])),
+        ("healthy.yaml", inspection_manifest("prod", "healthy", 1)),
+    ];
+    let host = Host::start(&[plugin_file("bundled", "healthy")], &manifests, &[]).await;
+    let healthy = async |expected: f64| {
+        wait_until(
+            &format!("healthy = {expected}"),
+            Duration::from_secs(60),
+            async || match host.scrape().await.get(HEALTHY, &[("clusterName", "prod")]) {
+                Some(v) if v == expected => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+    };
+    healthy(1.0).await;
+    let id = etcd.status()[0].0;
+    let mut options = AlarmOptions::new();
+    options.with_member(id);
+    etcd.client()
+        .await
+        .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(options))
+        .await
+        .unwrap();
+    healthy(0.0).await;
+    let reason = wait_until("the reason in the log", Duration::from_secs(30), async || {
+        let log = host.log();
+        log.lines()
+            .find_map(|l| l.split_once("is unhealthy: ").map(|(_, r)| r.to_string()))
+            .ok_or(log)
+    })
+    .await;
+    if version >= Version::V3_5 {
+        assert!(reason.starts_with("data_corruption"), "{reason}");
+    } else {
+        assert!(reason.contains("CORRUPT") || reason.contains("false"), "{reason}");
+    }
+}
+on_every_etcd!(a_corrupt_member_is_unhealthy_with_the_failing_check_named);

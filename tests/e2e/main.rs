@@ -1,7 +1,10 @@
-//! End-to-end tests: real etcd processes (Debian's etcd-server) started by
-//! the harness, and the real `etcd-inspector` binary with real plugins.
-//! Build the plugins first (`make test` does): scripts/build-plugins.sh.
+//! End-to-end tests: real etcd processes (3.6 by default; 3.4, 3.5 and 3.7
+//! for the compatibility subset) started by the harness, and the real
+//! `etcd-inspector` binary with real plugins. Build the plugins and the
+//! test tools first (`make test` does): scripts/build-plugins.sh and
+//! tests/tools/build.sh.
 
+#[macro_use]
 mod harness;
 
 mod alarm;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::etcd::{EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::{http_client, plugin_file, wait_until};
@@ -122,9 +122,8 @@ async fn a_known_workload_gives_exact_key_and_request_counts() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compaction_while_disconnected_is_recounted_exactly() {
-    let etcd = EtcdCluster::start(Options::new(1)).await;
+async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
     let member_url = etcd.members[0].client_url.clone();
     let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
     let proxy = Proxy::start(member_addr).await;
@@ -185,6 +184,7 @@ async fn a_compaction_while_disconnected_is_recounted_exactly() {
     delete(&mut client, "/registry/pods/default/p1").await;
     expect(&host, &[(KEYS, &["registry", "pods"], 7.0)]).await;
 }
+on_every_etcd!(a_compaction_while_disconnected_is_recounted_exactly);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_request_closes_the_watch_and_deletes_the_series() {

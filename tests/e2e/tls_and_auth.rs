@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::harness::certs::Pki;
-use crate::harness::etcd::{EtcdCluster, Options};
+use crate::harness::etcd::{EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::{plugin_file, wait_until};
 
@@ -12,11 +12,10 @@ const HEALTHY: &str = "inspection_etcd_endpoint_healthy";
 /// For tests whose certName directories are made beside etcd's data.
 const OUTSIDE: &str = "--allow-cert-dirs-outside-manifests";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_clusters_are_verified_against_their_ca() {
+async fn tls_clusters_are_verified_against_their_ca(version: Version) {
     let pki = Pki::new("cluster-ca");
     let stranger = Pki::new("some-other-ca");
-    let etcd = EtcdCluster::start(Options::new(1).tls(&pki)).await;
+    let etcd = EtcdCluster::start(Options::new(1).version(version).tls(&pki)).await;
     let good_dir = etcd.dir().join("certs-good");
     let wrong_dir = etcd.dir().join("certs-wrong-ca");
     pki.write_cert_dir(&good_dir, &pki.ca.cert);
@@ -91,10 +90,10 @@ async fn tls_clusters_are_verified_against_their_ca() {
     assert!(optout["members"][0].as_str().unwrap().starts_with("m0 "), "{optout}");
     assert_eq!(host.get("/health").await.unwrap(), "ok");
 }
+on_every_etcd!(tls_clusters_are_verified_against_their_ca);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
-    let etcd = EtcdCluster::start(Options::new(1)).await;
+async fn username_and_password_are_used_and_a_wrong_password_is_reported(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
     let ep = etcd.members[0].client_url.clone();
     etcd.enable_auth("s3cret-root");
     let creds = |dir: &str, password: &str| etcd.user_dir(dir, password).to_str().unwrap().to_string();
@@ -150,6 +149,7 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported() {
         "passwords must never reach the status page"
     );
 }
+on_every_etcd!(username_and_password_are_used_and_a_wrong_password_is_reported);
 
 /// JWT auth tokens expire (here after 2 s): the host renews them and
 /// retries, so counts and HashKV keep working long after the first token

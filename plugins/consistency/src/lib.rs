@@ -4,7 +4,8 @@
 //! 1. Status from every member (round 1).
 //! 2. A common revision R = the lowest member revision: every member has it.
 //! 3. On each member, through its own connection: a serializable count-only
-//!    range at R, and HashKV at R.
+//!    range at R, and HashKV at the latest compaction where etcd 3.5+ keeps
+//!    that hash in memory (R otherwise: see `hash_members`).
 //! 4. Status from every member again (round 2), to bound raft lag.
 //!
 //! Gauges (seed names, `clusterName` only):
@@ -35,6 +36,7 @@ const RAFT_DIFF: &str = "inspection_etcd_node_raft_index_diff_total";
 const HASH_CONSISTENT: &str = "inspection_etcd_hashkv_consistent";
 const HASH_NOT_COMPARABLE: &str = "inspection_etcd_hashkv_not_comparable";
 const COMPARED_REVISION: &str = "inspection_etcd_consistency_revision";
+const HASH_REVISION: &str = "inspection_etcd_hashkv_revision";
 const MEMBER_REACHABLE: &str = "inspection_etcd_member_reachable";
 const MEMBER_REVISION: &str = "inspection_etcd_member_revision";
 const MEMBER_RAFT_INDEX: &str = "inspection_etcd_member_raft_index";
@@ -82,6 +84,10 @@ impl Plugin for Consistency {
             .metric(cluster(
                 COMPARED_REVISION,
                 "The common revision members were compared at",
+            ))
+            .metric(cluster(
+                HASH_REVISION,
+                "The revision the compared HashKV values cover (the latest compaction on etcd 3.5+)",
             ))
             .metric(member(MEMBER_REACHABLE, "1 if the member answered Status this round"))
             .metric(member(MEMBER_REVISION, "The member's store revision"))
@@ -137,25 +143,9 @@ impl Plugin for Consistency {
                     ))
                 })
                 .ok();
-            if hashing {
-                // etcd refuses HashKV at the compact revision itself: on a
-                // cluster idle since its last compaction the common revision
-                // is that one, so hash the current revision (the same one on
-                // every member while the cluster stays idle; compare_hashes
-                // checks that it was).
-                r.hash = match etcd::hash_kv(endpoint, revision) {
-                    Err(EtcdError::Compacted(compact)) if compact >= revision => etcd::hash_kv(endpoint, 0),
-                    other => other,
-                }
-                .map_err(|e| {
-                    log::warn(&format!(
-                        "member {}: HashKV at {revision} failed: {}",
-                        r.label,
-                        e.message()
-                    ))
-                })
-                .ok();
-            }
+        }
+        if hashing {
+            hash_members(&mut readings, revision);
         }
         for r in &mut readings {
             r.second = etcd::status(&r.member.endpoint).ok();
@@ -198,6 +188,9 @@ impl Plugin for Consistency {
         if hashing {
             match compare_hashes(&snapshot, &readings) {
                 Some(consistent) => {
+                    if let Some(hash) = readings[0].hash.as_ref() {
+                        samples.push(Sample::new(HASH_REVISION, hash.hash_revision as f64));
+                    }
                     samples.push(Sample::new(HASH_CONSISTENT, if consistent { 1.0 } else { 0.0 }));
                     samples.push(Sample::new(HASH_NOT_COMPARABLE, 0.0));
                 }
@@ -247,6 +240,57 @@ fn lag_lower_bound(readings: &[Reading], value: impl Fn(&MemberStatus) -> u64) -
     lowest_second.map_or(0, |low| highest_first.saturating_sub(low))
 }
 
+/// HashKV of every member. etcd 3.5+ keeps the hash it computed at each of
+/// its last compactions, so HashKV at the latest compact revision is
+/// answered from memory, where any other revision scans the member's whole
+/// store while holding its writers back (seconds on a large store). So the
+/// members are hashed at the compact revision when all of them answer
+/// there, and at the common revision R otherwise: never compacted, etcd 3.4,
+/// or a member restarted since and no longer holding that hash.
+fn hash_members(readings: &mut [Reading], revision: u64) {
+    if let Some(compact) = compact_revision(readings) {
+        let hashes: Vec<Option<KvHash>> = readings
+            .iter()
+            .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
+            .collect();
+        if hashes.iter().all(Option::is_some) {
+            for (r, hash) in readings.iter_mut().zip(hashes) {
+                r.hash = hash;
+            }
+            return;
+        }
+    }
+    for r in readings {
+        // etcd refuses HashKV at the compact revision itself before 3.5: on
+        // a cluster idle since its last compaction the common revision is
+        // that one, so hash the current revision (the same one on every
+        // member while the cluster stays idle; compare_hashes checks that).
+        r.hash = match etcd::hash_kv(&r.member.endpoint, revision) {
+            Err(EtcdError::Compacted(compact)) if compact >= revision => etcd::hash_kv(&r.member.endpoint, 0),
+            other => other,
+        }
+        .map_err(|e| {
+            log::warn(&format!(
+                "member {}: HashKV at {revision} failed: {}",
+                r.label,
+                e.message()
+            ))
+        })
+        .ok();
+    }
+}
+
+/// The cluster's compact revision, if it was ever compacted: a count at
+/// revision 1 of a range that holds nothing is refused with it, before etcd
+/// reads anything.
+fn compact_revision(readings: &[Reading]) -> Option<u64> {
+    let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
+    match etcd::count(Some(&readings.first()?.member.endpoint), &probe, 1, true) {
+        Err(EtcdError::Compacted(compact)) if compact > 0 => Some(compact),
+        _ => None,
+    }
+}
+
 /// `Some(consistent)` when every member answered HashKV with the same
 /// compact revision; `None` when the comparison cannot be made.
 fn compare_hashes(snapshot: &ClusterSnapshot, readings: &[Reading]) -> Option<bool> {
@@ -292,6 +336,29 @@ mod tests {
         let s = cluster.inspect::<Consistency>().unwrap();
         assert_eq!(s.value(REVISION_DIFF, &[]), Some(3.0));
         assert_eq!(s.value(APPLIED_DIFF, &[]), Some(10.0));
+    }
+
+    #[test]
+    fn a_compacted_cluster_is_hashed_at_its_compaction_and_3_4_at_the_common_revision() {
+        let cluster = |version: &str| {
+            FakeCluster::new("prod")
+                .member(FakeMember::new(1, "m0").version(version))
+                .member(FakeMember::new(2, "m1").version(version))
+                .compacted(420)
+        };
+        let s = cluster("3.6.16").inspect::<Consistency>().unwrap();
+        assert_eq!(s.value(HASH_REVISION, &[]), Some(420.0));
+        assert_eq!(s.value(HASH_CONSISTENT, &[]), Some(1.0));
+        let s = cluster("3.4.23").inspect::<Consistency>().unwrap();
+        assert_eq!(s.value(HASH_REVISION, &[]), Some(500.0));
+        assert_eq!(s.value(HASH_CONSISTENT, &[]), Some(1.0));
+        // Never compacted: the common revision.
+        let s = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0"))
+            .member(FakeMember::new(2, "m1"))
+            .inspect::<Consistency>()
+            .unwrap();
+        assert_eq!(s.value(HASH_REVISION, &[]), Some(500.0));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Real etcd clusters from Debian's etcd-server, on free loopback ports, in
-//! a temp dir; every process is killed when the value is dropped, also when
-//! a test fails.
+//! Real etcd clusters on free loopback ports, in a temp dir: Debian's
+//! etcd-server (3.4) or etcd 3.5, 3.6 and 3.7 built by tests/tools/build.sh.
+//! Every process is killed when the value is dropped, also when a test fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +11,49 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::certs::Pki;
-use super::{free_port, wait_until};
+use super::{free_port, pinned_version, tool, wait_until};
+
+/// The etcd release lines the suite runs against. 3.6 (what Kubernetes
+/// 1.34–1.36 ship) is the default; every version runs the compatibility
+/// subset (see `on_every_etcd!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Version {
+    /// Debian 12's etcd-server and etcd-client, 3.4.23.
+    V3_4,
+    V3_5,
+    #[default]
+    V3_6,
+    V3_7,
+}
+
+impl Version {
+    /// `3.6` and so on: the tools module is `tests/tools/etcd-3.6`.
+    pub fn line(self) -> &'static str {
+        match self {
+            Version::V3_4 => "3.4",
+            Version::V3_5 => "3.5",
+            Version::V3_6 => "3.6",
+            Version::V3_7 => "3.7",
+        }
+    }
+
+    /// The exact release, as pinned in the tools module's go.mod (the one
+    /// place versions are written), or Debian's for 3.4.
+    pub fn release(self) -> String {
+        match self {
+            Version::V3_4 => "3.4.23".into(),
+            _ => pinned_version(&format!("etcd-{}", self.line()), "go.etcd.io/etcd/server/v3"),
+        }
+    }
+
+    /// The binary `name` (`etcd` or `etcdctl`) of this version.
+    pub fn binary(self, name: &str) -> PathBuf {
+        match self {
+            Version::V3_4 => PathBuf::from(name),
+            _ => tool(name, &self.release()),
+        }
+    }
+}
 
 pub struct Member {
     pub client_url: String,
@@ -21,11 +63,13 @@ pub struct Member {
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     pub dir: tempfile::TempDir,
+    pub version: Version,
     tls: Option<PathBuf>,
 }
 
 pub struct Options<'a> {
     pub size: usize,
+    pub version: Version,
     /// Serve clients over https with client-certificate auth.
     pub tls: Option<&'a Pki>,
     /// `--quota-backend-bytes`, to reach NOSPACE quickly.
@@ -38,6 +82,7 @@ impl<'a> Options<'a> {
     pub fn new(size: usize) -> Self {
         Options {
             size,
+            version: Version::default(),
             tls: None,
             quota_bytes: None,
             extra: Vec::new(),
@@ -49,6 +94,10 @@ impl<'a> Options<'a> {
             extra: args.iter().map(|a| a.to_string()).collect(),
             ..self
         }
+    }
+
+    pub fn version(self, version: Version) -> Self {
+        Options { version, ..self }
     }
 
     pub fn tls(self, pki: &'a Pki) -> Self {
@@ -88,6 +137,8 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
+        let version = options.version;
+        let etcd = version.binary("etcd");
         let members = ports
             .iter()
             .enumerate()
@@ -95,7 +146,7 @@ impl EtcdCluster {
                 let name = format!("m{i}");
                 let client_url = format!("{scheme}://127.0.0.1:{client}");
                 let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-                let mut cmd = Command::new("etcd");
+                let mut cmd = Command::new(&etcd);
                 cmd.args(["--name", &name])
                     .arg("--data-dir")
                     .arg(dir.path().join(&name))
@@ -126,11 +177,16 @@ impl EtcdCluster {
                     cmd.arg("--trusted-ca-file").arg(t.join("ca.crt"));
                     cmd.arg("--client-cert-auth");
                 }
-                let child = cmd.spawn().expect("start etcd (apt-get install etcd-server)");
+                let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", etcd.display()));
                 Member { client_url, child }
             })
             .collect();
-        let cluster = EtcdCluster { members, dir, tls };
+        let cluster = EtcdCluster {
+            members,
+            dir,
+            version,
+            tls,
+        };
         let endpoints = cluster.endpoints();
         wait_until("etcd members healthy", Duration::from_secs(60), async || {
             cluster
@@ -169,20 +225,23 @@ impl EtcdCluster {
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .args(["--command-timeout", "3s", "--dial-timeout", "2s"]);
+        let mut cmd = Command::new(self.version.binary("etcdctl"));
+        // 3.4 defaults to the v2 API; 3.6+ warns about the variable.
+        if self.version == Version::V3_4 {
+            cmd.env("ETCDCTL_API", "3");
+        }
+        cmd.args(["--command-timeout", "3s", "--dial-timeout", "2s"]);
         if let Some(t) = &self.tls {
             cmd.arg(format!("--cacert={}", t.join("ca.crt").display()));
             cmd.arg(format!("--cert={}", t.join("client.crt").display()));
             cmd.arg(format!("--key={}", t.join("client.key").display()));
         }
         let out = cmd.args(args).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if out.status.success() {
-            Ok(text)
+            Ok(stdout)
         } else {
-            Err(text)
+            Err(stdout + &String::from_utf8_lossy(&out.stderr))
         }
     }
 

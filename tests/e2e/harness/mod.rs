@@ -1,15 +1,43 @@
 //! Shared test harness: etcd clusters, certificates, the host process.
 
+/// Runs the test function `$name(version)` once per etcd version, as
+/// `$name::etcd_3_4` … `$name::etcd_3_7`: the compatibility subset that the
+/// README's version table points at.
+macro_rules! on_every_etcd {
+    ($name:ident) => {
+        mod $name {
+            use $crate::harness::etcd::Version;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd_3_4() {
+                super::$name(Version::V3_4).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd_3_5() {
+                super::$name(Version::V3_5).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd_3_6() {
+                super::$name(Version::V3_6).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd_3_7() {
+                super::$name(Version::V3_7).await
+            }
+        }
+    };
+}
+
 pub mod certs;
 pub mod etcd;
 pub mod host;
-pub mod kube_api;
+pub mod kube;
 pub mod metrics;
 pub mod proxy;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,6 +82,38 @@ pub fn plugin_file(kind: &str, name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: run scripts/build-plugins.sh (make test does) first",
+        path.display()
+    );
+    path
+}
+
+/// The version of `module` that the Go tools module `tests/tools/<dir>`
+/// pins: its go.mod is the one place test tool versions are written.
+pub fn pinned_version(dir: &str, module: &str) -> String {
+    let go_mod = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/tools")
+        .join(dir)
+        .join("go.mod");
+    let text = std::fs::read_to_string(&go_mod).unwrap_or_else(|e| panic!("{}: {e}", go_mod.display()));
+    let prefix = format!("{module} v");
+    text.lines()
+        .map(|l| l.trim().trim_start_matches("require ").trim())
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{} does not pin {module}", go_mod.display()))
+        .to_string()
+}
+
+/// A binary that tests/tools/build.sh built: `<name>-<version>` in
+/// $TOOLS_BIN (default ~/.cache/etcd-inspector/bin).
+pub fn tool(name: &str, version: &str) -> PathBuf {
+    let bin = std::env::var_os("TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/etcd-inspector/bin"));
+    let path = bin.join(format!("{name}-{version}"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run tests/tools/build.sh (make test does) first",
         path.display()
     );
     path
