@@ -1025,11 +1025,13 @@ async fn hashkv(report: &mut Vec<String>, binary: PathBuf) -> anyhow::Result<()>
     let result = async {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut client = loop {
-            match etcd_client::Client::connect([url.as_str()], None).await {
-                Ok(mut c) if c.status().await.is_ok() => break c,
-                _ if Instant::now() > deadline => anyhow::bail!("etcd 3.6 did not start"),
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            if let Ok(mut c) = etcd_client::Client::connect([url.as_str()], None).await {
+                if c.status().await.is_ok() {
+                    break c;
+                }
             }
+            anyhow::ensure!(Instant::now() < deadline, "etcd 3.6 did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let version = client.status().await?.version().to_string();
         // 250 000 writes over 1 000 keys, 64 in flight.
