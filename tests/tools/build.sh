@@ -13,6 +13,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bin="${TOOLS_BIN:-$HOME/.cache/etcd-inspector/bin}"
 mkdir -p "$bin"
 command -v go >/dev/null || { echo "build.sh: Go 1.26 or newer is needed to build the test tools" >&2; exit 1; }
+# One build at a time: a second caller (CI starts one early, make test
+# another) waits, then finds the binaries there.
+exec 9>"$bin/.build.lock"
+flock 9
 
 # build MODULE_DIR NAME PACKAGE VERSION_OF [LDFLAGS]
 build() {
