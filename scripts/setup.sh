@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on Debian 12 with rustup:
 # Debian's etcd 3.4 (server and etcdctl; the oldest row of the test matrix
-# and what `make run` starts), protoc (for the etcd client crate) and the
-# wasm32-wasip2 Rust target. Safe to run again: it skips what is present.
+# and what `make run` starts), protoc (for the etcd client crate),
+# Prometheus (promtool) and the wasm32-wasip2 Rust target. Safe to run
+# again: it skips what is present.
 # The Go-built test tools (etcd 3.5-3.7, kube-apiserver, kubectl) are
 # tests/tools/build.sh's, which `make test` calls.
 set -euo pipefail
@@ -10,6 +11,8 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# promtool, for the alerting rules' unit tests.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

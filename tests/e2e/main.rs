@@ -8,6 +8,7 @@
 mod harness;
 
 mod alarm;
+mod alerts;
 mod bad_manifests;
 mod consistency;
 mod db_quota;

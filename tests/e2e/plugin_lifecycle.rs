@@ -340,6 +340,15 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         timeouts.is_some_and(|n| n >= 2.0),
         "the breaker opens after two traps: {timeouts:?}"
     );
+    // What an alert sees: rounds refused while the circuit is open.
+    wait_until("circuit_open counted", Duration::from_secs(60), async || {
+        let refused = host.scrape().await.get(
+            "etcd_inspector_plugin_invocations_total",
+            &[("plugin", "spin"), ("outcome", "circuit_open")],
+        );
+        refused.filter(|n| *n >= 1.0).ok_or(format!("{refused:?}"))
+    })
+    .await;
     let mean = scrape
         .get(
             "etcd_inspector_plugin_invocation_duration_seconds_sum",

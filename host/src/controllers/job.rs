@@ -340,6 +340,7 @@ impl Job {
         let settings = self.plugins.settings(&self.feature);
         if let Some(until) = self.breaker.lock().unwrap().open_until(plugin) {
             let left = until.saturating_duration_since(TokioInstant::now());
+            self.metrics.circuit_open(&plugin.info.name);
             self.record_failure(
                 "circuit_open",
                 format!("calls paused after repeated traps; next try in {left:?}"),

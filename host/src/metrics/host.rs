@@ -41,6 +41,12 @@ impl Metrics {
         self.invocation_seconds.with_label_values(&[plugin]).observe(seconds);
     }
 
+    /// Counts a round not called because the plugin's circuit is open (after
+    /// repeated traps), as outcome `circuit_open`: no call, so no duration.
+    pub fn circuit_open(&self, plugin: &str) {
+        self.invocations.with_label_values(&[plugin, "circuit_open"]).inc();
+    }
+
     /// Counts a round that ran out of its etcd budget (`calls` or `bytes`).
     pub fn budget_refusal(&self, plugin: &str, budget: &str) {
         self.budget_refusals.with_label_values(&[plugin, budget]).inc();
