@@ -1,10 +1,13 @@
 //! The alerting rules: the PrometheusRule ships the same groups as the
 //! plain rules file, every alert has a runbook section, and every alert
 //! passes its promtool unit tests (tests/prometheus/rules.test.yaml:
-//! firing and not firing).
+//! firing and not firing); and in a real Prometheus, real faults fire them.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::wait_until;
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -77,4 +80,96 @@ fn every_alert_fires_and_stays_quiet_in_promtool() {
             );
         }
     }
+}
+
+/// The shipped rules in a real Prometheus scraping a real host: a stopped
+/// member, a real NOSPACE and a raised CORRUPT each make their alert fire
+/// in Prometheus's own API, and each resolves after recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    use nix::sys::signal::Signal;
+
+    use crate::harness::etcd::{EtcdCluster, Options};
+    use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
+    use crate::harness::plugin_file;
+    use crate::harness::prometheus::Prometheus;
+
+    let etcd = EtcdCluster::start(Options::new(3).quota(2 << 20)).await;
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
+        ("healthy.yaml", inspection_manifest("prod", "healthy", 1)),
+        ("alarm.yaml", inspection_manifest("prod", "alarm", 1)),
+    ];
+    let plugins = [plugin_file("bundled", "healthy"), plugin_file("bundled", "alarm")];
+    let host = Host::start(&plugins, &manifests, &["--etcd-timeout", "1"]).await;
+    let prometheus = Prometheus::start(host.base_url.trim_start_matches("http://")).await;
+    let endpoint = |i: usize| etcd.members[i].client_url.trim_start_matches("http://").to_string();
+
+    // Every member healthy: the inspector is scraped and nothing fires.
+    wait_until(
+        "three healthy series in Prometheus",
+        Duration::from_secs(90),
+        async || {
+            let result = prometheus.query("inspection_etcd_endpoint_healthy == 1").await?;
+            (result.len() == 3).then_some(()).ok_or(format!("{result:?}"))
+        },
+    )
+    .await;
+    prometheus.expect("EtcdInspectorAbsent", &[], false).await;
+
+    // A stopped member.
+    let frozen = (etcd.leader_index() + 1) % 3;
+    etcd.signal(frozen, Signal::SIGSTOP);
+    let frozen_endpoint = endpoint(frozen);
+    let unhealthy = [("clusterName", "prod"), ("endpoint", frozen_endpoint.as_str())];
+    prometheus.expect("EtcdMemberUnhealthy", &unhealthy, true).await;
+    etcd.signal(frozen, Signal::SIGCONT);
+    prometheus.expect("EtcdMemberUnhealthy", &unhealthy, false).await;
+
+    // A real NOSPACE from a full quota, then the documented recovery.
+    let mut client = etcd.client().await;
+    let value = vec![b'x'; 100 * 1024];
+    for i in 0.. {
+        if client.put(format!("/fill/{i}"), value.clone(), None).await.is_err() {
+            break;
+        }
+        assert!(i < 1000, "a 2 MiB quota never filled");
+    }
+    prometheus
+        .expect(
+            "EtcdAlarmNoSpace",
+            &[("clusterName", "prod"), ("alarmType", "NOSPACE")],
+            true,
+        )
+        .await;
+    let url = etcd.endpoints();
+    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"])
+        .unwrap();
+    let revision = etcd.status()[0].1.to_string();
+    etcd.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
+    etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
+    etcd.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
+    prometheus
+        .expect("EtcdAlarmNoSpace", &[("clusterName", "prod")], false)
+        .await;
+
+    // CORRUPT raised on one member through the Maintenance API, then cleared.
+    let id = etcd.status()[0].0;
+    let mut options = AlarmOptions::new();
+    options.with_member(id);
+    client
+        .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(options.clone()))
+        .await
+        .unwrap();
+    let corrupt = [("clusterName", "prod"), ("alarmType", "CORRUPT")];
+    prometheus.expect("EtcdAlarmCorrupt", &corrupt, true).await;
+    client
+        .alarm(AlarmAction::Deactivate, AlarmType::Corrupt, Some(options))
+        .await
+        .unwrap();
+    prometheus.expect("EtcdAlarmCorrupt", &corrupt, false).await;
 }

@@ -33,6 +33,7 @@ pub mod etcd;
 pub mod host;
 pub mod kube;
 pub mod metrics;
+pub mod prometheus;
 pub mod proxy;
 
 use std::collections::HashSet;
