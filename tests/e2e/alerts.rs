@@ -173,3 +173,91 @@ async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
         .unwrap();
     prometheus.expect("EtcdAlarmCorrupt", &corrupt, false).await;
 }
+
+/// Every query of the Grafana dashboard returns series from a real
+/// Prometheus scraping a real host, and names only metrics the host exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_series_from_a_real_host() {
+    use crate::harness::etcd::{EtcdCluster, Options};
+    use crate::harness::host::{cluster_manifest, Host};
+    use crate::harness::plugin_file;
+    use crate::harness::prometheus::Prometheus;
+
+    let etcd = EtcdCluster::start(Options::new(3)).await;
+    let mut client = etcd.client().await;
+    for i in 0..5 {
+        client
+            .put(format!("/registry/pods/default/p{i}"), "x", None)
+            .await
+            .unwrap();
+    }
+    let gates = "healthy=true,alarm=true,consistency=true,request=true,db-quota=true";
+    let manifests = [(
+        "cluster.yaml",
+        cluster_manifest(
+            "prod",
+            &[
+                ("importedAddr", &etcd.members[0].client_url),
+                ("featureGates", gates),
+                ("request", r#"{"path":"/registry/"}"#),
+            ],
+        ),
+    )];
+    let mut plugins: Vec<_> = ["healthy", "alarm", "consistency", "request"]
+        .iter()
+        .map(|p| plugin_file("bundled", p))
+        .collect();
+    plugins.push(plugin_file("examples", "db-quota"));
+    let host = Host::start(&plugins, &manifests, &[]).await;
+    let prometheus = Prometheus::start(host.base_url.trim_start_matches("http://")).await;
+    // Writes while Prometheus watches, so write rates are not zero.
+    let writer = tokio::spawn(async move {
+        for i in 0..600u32 {
+            let _ = client
+                .put(format!("/registry/pods/default/w{}", i % 20), "x", None)
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("deploy/grafana/etcd-inspector.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("${inspection}", "inspection")
+                .replace("$cluster", "prod")
+        })
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    for expr in &exprs {
+        wait_until(&format!("series for {expr}"), Duration::from_secs(90), async || {
+            let result = prometheus.query(expr).await?;
+            (!result.is_empty()).then_some(()).ok_or(format!("{result:?}"))
+        })
+        .await;
+    }
+    // A counter appears on /metrics with its first event (a failed round, a
+    // reload); those must at least be documented metrics of the host.
+    let exported = host.get("/metrics").await.unwrap();
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("inspection_") || w.starts_with("etcd_inspector_"))
+        {
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")) || readme.contains(&format!("`{family}")),
+                "the dashboard names {name}, which the host does not export"
+            );
+        }
+    }
+    writer.abort();
+}
