@@ -2,7 +2,7 @@
 # Installs what building and testing need on Debian 12 with rustup:
 # Debian's etcd 3.4 (server and etcdctl; the oldest row of the test matrix
 # and what `make run` starts), protoc (for the etcd client crate),
-# Prometheus (promtool) and the wasm32-wasip2 Rust target. Safe to run
+# Prometheus, Chromium (tests) and the wasm32-wasip2 Rust target. Safe to run
 # again: it skips what is present.
 # The Go-built test tools (etcd 3.5-3.7, kube-apiserver, kubectl) are
 # tests/tools/build.sh's, which `make test` calls.
@@ -11,8 +11,10 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
-# promtool, for the alerting rules' unit tests.
+# promtool and the server, for the alerting rules' tests; Chromium for the
+# status page's.
 command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

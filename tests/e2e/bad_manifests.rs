@@ -66,7 +66,7 @@ async fn bad_manifests_are_reported_by_cluster_and_field_and_the_rest_runs() {
         ),
     ];
     let log = host.log();
-    let status = host.json("/").await;
+    let status = host.json("/api/status").await;
     let errors: Vec<String> = status["configErrors"]
         .as_array()
         .unwrap()
@@ -161,7 +161,7 @@ async fn a_fifo_or_a_huge_file_is_refused_and_the_host_keeps_serving() {
         "both refused, good still inspected",
         Duration::from_secs(60),
         async || {
-            let status = host.json("/").await;
+            let status = host.json("/api/status").await;
             let errors = status["configErrors"].to_string();
             let good = host.scrape().await.get(HEALTHY, &[("clusterName", "good")]);
             if expected.iter().all(|e| errors.contains(e)) && good == Some(1.0) {

@@ -193,7 +193,7 @@ async fn a_greedy_plugin_runs_out_of_its_etcd_budget() {
             &format!("the {budget} budget refuses"),
             Duration::from_secs(60),
             async || {
-                let status = host.json("/").await;
+                let status = host.json("/api/status").await;
                 let run = status["clusters"][0]["features"]["greedy"].clone();
                 let refusals = host.scrape().await.get(
                     "etcd_inspector_plugin_budget_refusals_total",

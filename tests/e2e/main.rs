@@ -19,4 +19,5 @@ mod kubernetes;
 mod plugin_lifecycle;
 mod plugin_tools;
 mod request;
+mod status_page;
 mod tls_and_auth;

@@ -322,7 +322,7 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
 
     // Two timeouts (0.3 s each, not the default 20 s), then calls pause.
     wait_until("the breaker opens", Duration::from_secs(60), async || {
-        let status = host.json("/").await;
+        let status = host.json("/api/status").await;
         let spin = status["clusters"][0]["features"]["spin"]["outcome"].clone();
         if spin == "circuit_open" {
             Ok(())

@@ -84,7 +84,7 @@ async fn tls_clusters_are_verified_against_their_ca(version: Version) {
         "opting out is logged:\n{log}"
     );
     // The opted-out cluster talks gRPC too: MemberList found the member by name.
-    let status = host.json("/").await;
+    let status = host.json("/api/status").await;
     let clusters = status["clusters"].as_array().unwrap();
     let optout = clusters.iter().find(|c| c["cluster"] == "default/optout").unwrap();
     assert!(optout["members"][0].as_str().unwrap().starts_with("m0 "), "{optout}");
@@ -116,7 +116,7 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported(version
         "authed discovers its member by name",
         Duration::from_secs(60),
         async || {
-            let status = host.json("/").await;
+            let status = host.json("/api/status").await;
             let clusters = status["clusters"].as_array().cloned().unwrap_or_default();
             let authed = clusters
                 .iter()
@@ -143,7 +143,7 @@ async fn username_and_password_are_used_and_a_wrong_password_is_reported(version
         !log.contains("s3cret-root") && !log.contains("not-the-password"),
         "passwords must never be logged:\n{log}"
     );
-    let status = host.get("/").await.unwrap();
+    let status = host.get("/").await.unwrap() + &host.get("/api/status").await.unwrap();
     assert!(
         !status.contains("s3cret-root"),
         "passwords must never reach the status page"
@@ -274,7 +274,7 @@ async fn cert_dirs_are_confined_to_the_manifest_directory() {
         "inside works, the others are refused",
         Duration::from_secs(60),
         async || {
-            let status = host.json("/").await;
+            let status = host.json("/api/status").await;
             let errors: Vec<String> = status["configErrors"]
                 .as_array()
                 .map(|e| e.iter().map(|e| e.as_str().unwrap().to_string()).collect())

@@ -1,11 +1,14 @@
-//! HTTP endpoints: `/metrics` and `/health` (seed compatible), `/plugins`
-//! and a JSON status page at `/`.
+//! HTTP endpoints: `/metrics` and `/health` (seed compatible), `/plugins`,
+//! the status page for people at `/` and the same status as JSON at
+//! `/api/status` for scripts.
+
+mod status_page;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -26,7 +29,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .route("/plugins", get(plugins))
-        .route("/", get(status))
+        .route("/", get(page))
+        .route("/api/status", get(status))
         .with_state(state)
 }
 
@@ -39,6 +43,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn plugins(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.plugins.statuses())
+}
+
+async fn page(State(state): State<AppState>) -> impl IntoResponse {
+    let markup = status_page::render(
+        &state.supervisor.views(),
+        &state.plugins.statuses(),
+        &state.supervisor.errors(),
+        &state.metrics,
+    );
+    Html(markup.into_string())
 }
 
 async fn status(State(state): State<AppState>) -> impl IntoResponse {

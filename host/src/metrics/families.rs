@@ -167,6 +167,34 @@ impl Metrics {
         Ok(())
     }
 
+    /// The current values of the gauge `metric` (its declared name) for
+    /// `cluster`, each with its labels other than clusterName: what the
+    /// status page shows of an inspection's findings.
+    pub fn gauge_series(&self, cluster: &str, metric: &str) -> Vec<(Vec<(String, String)>, f64)> {
+        let state = self.state.lock().unwrap();
+        let Some(family) = state.families.get(metric) else {
+            return Vec::new();
+        };
+        let Family::Gauge(gauges) = &family.family else {
+            return Vec::new();
+        };
+        let mut found: Vec<(Vec<(String, String)>, f64)> = state
+            .series
+            .iter()
+            .filter(|((_, c), _)| c == cluster)
+            .flat_map(|(_, keys)| keys.iter())
+            .filter(|(m, _)| m == metric)
+            .filter_map(|(_, values)| {
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                let value = gauges.get_metric_with_label_values(&refs).ok()?.get();
+                let labels = family.spec.labels.iter().cloned().zip(values.iter().skip(1).cloned());
+                Some((labels.collect(), value))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
     /// Deletes every series `plugin` holds for `cluster` (feature disabled,
     /// cluster removed), including its failed-inspection counter.
     pub fn forget(&self, plugin: &str, cluster: &str) {

@@ -28,6 +28,7 @@ macro_rules! on_every_etcd {
     };
 }
 
+pub mod browser;
 pub mod certs;
 pub mod etcd;
 pub mod host;
