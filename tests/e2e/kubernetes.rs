@@ -353,7 +353,7 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events() {
+async fn configmap_plugins_override_the_bundled_ones_and_rejections_become_events() {
     use crate::plugin_lifecycle::{new_build, plugin_status, sha256};
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::api::events::v1::Event;
@@ -371,15 +371,18 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
         binary_data: Some([("healthy.wasm".to_string(), ByteString(bytes))].into()),
         ..Default::default()
     };
-    maps.create(&PostParams::default(), &map(original.clone()))
-        .await
-        .unwrap();
+    // The image's bundled plugins: what serves before any ConfigMap.
     let work = tempfile::tempdir().unwrap();
+    let bundled = work.path().join("bundled");
+    std::fs::create_dir_all(&bundled).unwrap();
+    std::fs::write(bundled.join("healthy.wasm"), &original).unwrap();
     let plugin_dir = work.path().join("plugins");
     std::fs::create_dir_all(&plugin_dir).unwrap();
     let flags = [
         "--plugin-dir",
         plugin_dir.to_str().unwrap(),
+        "--bundled-plugins",
+        bundled.to_str().unwrap(),
         "--plugin-configmaps",
         "etcd-inspector.io/plugin=true",
         "--lease-duration",
@@ -394,12 +397,16 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
             Err(format!("{status}"))
         }
     };
-    wait_until("the ConfigMap's plugin serves", Duration::from_secs(60), async || {
+    wait_until("the bundled plugin serves", Duration::from_secs(60), async || {
         serving(&sha256(&original)).await
     })
     .await;
 
-    // A corrupt update: the old version keeps serving and an Event says why.
+    // A corrupt override from a ConfigMap: the bundled version keeps
+    // serving and an Event says why.
+    maps.create(&PostParams::default(), &map(b"not wasm at all".to_vec()))
+        .await
+        .unwrap();
     let replace = async |bytes: Vec<u8>| {
         let current = maps.get("inspector-plugins").await.unwrap();
         let next = ConfigMap {
@@ -410,7 +417,6 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
             .await
             .unwrap();
     };
-    replace(b"not wasm at all".to_vec()).await;
     let events: Api<Event> = Api::namespaced(client.clone(), "kstone");
     wait_until(
         "a PluginRejected event on the ConfigMap",
@@ -453,17 +459,14 @@ async fn plugins_arrive_from_configmaps_in_seconds_and_rejections_become_events(
     })
     .await;
 
-    // Deleting the ConfigMap removes the plugin.
+    // Deleting the ConfigMap brings the bundled version back.
     maps.delete("inspector-plugins", &DeleteParams::default())
         .await
         .unwrap();
     wait_until(
-        "the plugin is removed",
+        "the bundled version serves again",
         Duration::from_secs(60),
-        async || match plugin_status(&host, "/healthy.wasm").await {
-            None => Ok(()),
-            Some(s) => Err(format!("{s}")),
-        },
+        async || serving(&sha256(&original)).await,
     )
     .await;
 }

@@ -10,6 +10,7 @@ mod harness;
 mod alarm;
 mod alerts;
 mod bad_manifests;
+mod chart;
 mod consistency;
 mod db_quota;
 mod etcd_access;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go-built test tools named by the modules beside this script:
-# etcd and etcdctl 3.5, 3.6 and 3.7, kube-apiserver and kubectl. Each
+# etcd and etcdctl 3.5, 3.6 and 3.7, kube-apiserver and kubectl, helm. Each
 # binary lands in $TOOLS_BIN (default ~/.cache/etcd-inspector/bin) under
 # its name and version, e.g. etcd-3.6.16, so a warm run builds nothing and
 # a version bump in a go.mod builds only what changed. The versions live in
@@ -33,7 +33,7 @@ build() {
 }
 
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(etcd-3.5 etcd-3.6 etcd-3.7 kubernetes)
+[ ${#modules[@]} -gt 0 ] || modules=(etcd-3.5 etcd-3.6 etcd-3.7 kubernetes helm)
 for m in "${modules[@]}"; do
   case "$m" in
     etcd-*)
@@ -49,6 +49,10 @@ for m in "${modules[@]}"; do
       done
       build "$m" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes "$kv"
       build "$m" kubectl k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes "$kv"
+      ;;
+    helm)
+      build "$m" helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 \
+        "-X helm.sh/helm/v3/internal/version.version=v@V@"
       ;;
     *) echo "build.sh: unknown module $m" >&2; exit 2 ;;
   esac

@@ -86,6 +86,11 @@ pub struct KubeArgs {
     /// etcd-inspector.io/plugin=true): their *.wasm binaryData is written into --plugin-dir.
     #[arg(long)]
     pub plugin_configmaps: Option<String>,
+    /// The image's bundled plugins: copied into --plugin-dir at start, where
+    /// a ConfigMap entry of the same file name overrides one; removing the
+    /// entry brings the bundled version back.
+    #[arg(long)]
+    pub bundled_plugins: Option<PathBuf>,
     /// Namespace of the plugin ConfigMaps (default: --lease-lock-namespace).
     #[arg(long)]
     pub plugin_configmap_namespace: Option<String>,

@@ -202,6 +202,16 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 }
 
 async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::Result<()> {
+    if let Some(bundled) = &args.bundled_plugins {
+        let dir = args
+            .common
+            .plugin_dir
+            .as_ref()
+            .context("--bundled-plugins needs --plugin-dir: the directory they are copied to")?;
+        let seeded = kubernetes::plugin_source::seed_bundled(bundled, dir)
+            .with_context(|| format!("--bundled-plugins {}", bundled.display()))?;
+        tracing::info!(seeded, from = %bundled.display(), "bundled plugins");
+    }
     let host = Host::start(&args.common, role != Role::Clusters).await?;
     let config = match &args.kubeconfig {
         Some(path) => {
@@ -246,7 +256,10 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
             client.clone(),
             namespace,
             selector.clone(),
-            dir.clone(),
+            kubernetes::plugin_source::PluginDirs {
+                dir: dir.clone(),
+                bundled: args.bundled_plugins.clone(),
+            },
             host.plugins.clone(),
         );
         tokio::spawn(source);

@@ -7,6 +7,10 @@
 //!
 //! When a written plugin is rejected, a Warning Event on its ConfigMap says
 //! why, so users who can edit ConfigMaps but not read pod logs see it.
+//!
+//! With `--bundled-plugins` (the image's own plugins), the directory starts
+//! with those; a ConfigMap entry of the same file name overrides one, and
+//! removing the entry brings the bundled version back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,7 +32,44 @@ const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// What this source wrote: file name → (ConfigMap, sha256).
 type Written = BTreeMap<String, (ObjectReference, String)>;
 
-pub async fn run(client: Client, namespace: String, selector: String, dir: PathBuf, registry: Arc<PluginRegistry>) {
+/// Where plugins come from, and go.
+pub struct PluginDirs {
+    /// Written here; the registry watches it.
+    pub dir: PathBuf,
+    /// The image's bundled plugins, if any: the defaults ConfigMaps override.
+    pub bundled: Option<PathBuf>,
+}
+
+/// Copies the bundled plugins into `dir`, each unless a file of its name is
+/// there already. Returns how many were copied.
+pub fn seed_bundled(bundled: &Path, dir: &Path) -> std::io::Result<usize> {
+    let mut seeded = 0;
+    for entry in std::fs::read_dir(bundled)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_plugin_name(&name) || !entry.file_type()?.is_file() || dir.join(&name).exists() {
+            continue;
+        }
+        write_atomically(dir, &name, &std::fs::read(entry.path())?)?;
+        seeded += 1;
+    }
+    Ok(seeded)
+}
+
+fn is_plugin_name(name: &str) -> bool {
+    name.ends_with(".wasm") && !name.starts_with('.') && !name.contains('/')
+}
+
+/// Writes beside, then renames: the watcher never sees half a file.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, dir.join(name)))
+}
+
+pub async fn run(client: Client, namespace: String, selector: String, dirs: PluginDirs, registry: Arc<PluginRegistry>) {
+    let dir = dirs.dir.clone();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(&selector)))
@@ -48,20 +89,20 @@ pub async fn run(client: Client, namespace: String, selector: String, dir: PathB
     let mut written = Written::new();
     let mut reported: HashMap<String, String> = HashMap::new();
     loop {
-        write_plugins(&store, &dir, &mut written);
+        write_plugins(&store, &dirs, &mut written);
         report_rejections(&registry, &dir, &written, &recorder, &mut reported).await;
         tokio::time::sleep(SYNC_EVERY).await;
     }
 }
 
-fn write_plugins(store: &Store<ConfigMap>, dir: &Path, written: &mut Written) {
+fn write_plugins(store: &Store<ConfigMap>, dirs: &PluginDirs, written: &mut Written) {
+    let dir = dirs.dir.as_path();
     let mut maps = store.state();
     maps.sort_by_key(|m| m.name_any());
     let mut desired: BTreeMap<String, (ObjectReference, Vec<u8>)> = BTreeMap::new();
     for map in &maps {
         for (key, bytes) in map.binary_data.iter().flatten() {
-            let valid = key.ends_with(".wasm") && !key.starts_with('.') && !key.contains('/');
-            if !valid {
+            if !is_plugin_name(key) {
                 continue;
             }
             if let Some((other, _)) = desired.get(key) {
@@ -77,9 +118,7 @@ fn write_plugins(store: &Store<ConfigMap>, dir: &Path, written: &mut Written) {
         if written.get(name).is_some_and(|(_, s)| *s == sha) {
             continue;
         }
-        // Write beside, then rename: the watcher never sees half a file.
-        let tmp = dir.join(format!(".{name}.tmp"));
-        match std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, dir.join(name))) {
+        match write_atomically(dir, name, bytes) {
             Ok(()) => {
                 tracing::info!(file = %name, configmap = %reference.name.clone().unwrap_or_default(), %sha, "plugin written from ConfigMap");
                 written.insert(name.clone(), (reference.clone(), sha));
@@ -90,9 +129,17 @@ fn write_plugins(store: &Store<ConfigMap>, dir: &Path, written: &mut Written) {
     let gone: Vec<String> = written.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
     for name in gone {
         written.remove(&name);
-        match std::fs::remove_file(dir.join(&name)) {
-            Ok(()) => tracing::info!(file = %name, "plugin removed: its ConfigMap entry is gone"),
-            Err(e) => tracing::warn!(file = %name, "cannot remove plugin: {e}"),
+        let bundled = dirs.bundled.as_ref().map(|b| b.join(&name)).filter(|b| b.is_file());
+        let result = match &bundled {
+            Some(original) => std::fs::read(original).and_then(|bytes| write_atomically(dir, &name, &bytes)),
+            None => std::fs::remove_file(dir.join(&name)),
+        };
+        match (result, bundled) {
+            (Ok(()), Some(_)) => {
+                tracing::info!(file = %name, "its ConfigMap entry is gone: the bundled version serves again")
+            }
+            (Ok(()), None) => tracing::info!(file = %name, "plugin removed: its ConfigMap entry is gone"),
+            (Err(e), _) => tracing::warn!(file = %name, "cannot remove plugin: {e}"),
         }
     }
 }
