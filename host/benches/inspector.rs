@@ -1076,7 +1076,7 @@ async fn hashkv(report: &mut Vec<String>, binary: PathBuf) -> anyhow::Result<()>
         "\n## H. HashKV on etcd {version}: at the latest compaction against at the latest revision\n"
     ));
     report.push(format!(
-        "One member, {REVISIONS} writes over 1 000 keys (revision {latest}), compacted at revision 1 000; HashKV through the host's connection."
+        "One member, {REVISIONS} writes over 1 000 keys (revision {latest}), compacted at revision 1 000; HashKV through the host's connection. Command: `BENCH_ONLY=H make bench`."
     ));
     report.push("\n| HashKV at | calls | median | max |\n|---|---|---|---|".into());
     report.push(format!(
