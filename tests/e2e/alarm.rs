@@ -55,27 +55,11 @@ async fn nospace_from_a_full_quota_reads_1_and_0_after_recovery(version: Version
     let ep = endpoint(&etcd, 0);
     expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep.clone(), "CORRUPT", 0.0)]).await;
 
-    let mut client = etcd.client().await;
-    let value = vec![b'x'; 100 * 1024];
-    let mut written = 0;
-    let error = loop {
-        match client.put(format!("/fill/{written}"), value.clone(), None).await {
-            Ok(_) => written += 1,
-            Err(e) => break e.to_string(),
-        }
-        assert!(written < 1000, "a 2 MiB quota never filled");
-    };
+    let error = etcd.fill_quota().await;
     assert!(error.contains("database space exceeded"), "{error}");
     expect(&host, &[(ep.clone(), "NOSPACE", 1.0), (ep.clone(), "CORRUPT", 0.0)]).await;
 
-    // The documented recovery: free space, compact, defragment, disarm.
-    let url = etcd.members[0].client_url.clone();
-    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"])
-        .unwrap();
-    let revision = etcd.status()[0].1.to_string();
-    etcd.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
-    etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
-    etcd.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
+    etcd.recover_from_nospace();
     expect(&host, &[(ep.clone(), "NOSPACE", 0.0), (ep, "CORRUPT", 0.0)]).await;
 }
 on_every_etcd!(nospace_from_a_full_quota_reads_1_and_0_after_recovery);

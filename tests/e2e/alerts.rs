@@ -131,14 +131,8 @@ async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
     prometheus.expect("EtcdMemberUnhealthy", &unhealthy, false).await;
 
     // A real NOSPACE from a full quota, then the documented recovery.
-    let mut client = etcd.client().await;
-    let value = vec![b'x'; 100 * 1024];
-    for i in 0.. {
-        if client.put(format!("/fill/{i}"), value.clone(), None).await.is_err() {
-            break;
-        }
-        assert!(i < 1000, "a 2 MiB quota never filled");
-    }
+    let error = etcd.fill_quota().await;
+    assert!(error.contains("database space exceeded"), "{error}");
     prometheus
         .expect(
             "EtcdAlarmNoSpace",
@@ -146,13 +140,7 @@ async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
             true,
         )
         .await;
-    let url = etcd.endpoints();
-    etcd.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"])
-        .unwrap();
-    let revision = etcd.status()[0].1.to_string();
-    etcd.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
-    etcd.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
-    etcd.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
+    etcd.recover_from_nospace();
     prometheus
         .expect("EtcdAlarmNoSpace", &[("clusterName", "prod")], false)
         .await;
@@ -161,6 +149,7 @@ async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
     let id = etcd.status()[0].0;
     let mut options = AlarmOptions::new();
     options.with_member(id);
+    let mut client = etcd.client().await;
     client
         .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(options.clone()))
         .await

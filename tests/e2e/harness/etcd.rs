@@ -276,6 +276,31 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// Writes 100 KiB values under /fill/ until etcd refuses one (a real
+    /// NOSPACE from a small `--quota-backend-bytes`); returns etcd's error.
+    pub async fn fill_quota(&self) -> String {
+        let mut client = self.client().await;
+        let value = vec![b'x'; 100 * 1024];
+        for written in 0..1000 {
+            if let Err(e) = client.put(format!("/fill/{written}"), value.clone(), None).await {
+                return e.to_string();
+            }
+        }
+        panic!("the quota never filled");
+    }
+
+    /// The documented recovery from NOSPACE: free space, compact,
+    /// defragment, disarm.
+    pub fn recover_from_nospace(&self) {
+        let url = self.endpoints();
+        self.etcdctl(&["--endpoints", &url, "del", "--prefix", "/fill/"])
+            .unwrap();
+        let revision = self.status()[0].1.to_string();
+        self.etcdctl(&["--endpoints", &url, "compact", &revision]).unwrap();
+        self.etcdctl(&["--endpoints", &url, "defrag"]).unwrap();
+        self.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
+    }
+
     /// A client of the etcd-client crate for calls etcdctl lacks (alarm ACTIVATE).
     pub async fn client(&self) -> etcd_client::Client {
         let endpoints: Vec<&str> = self.members.iter().map(|m| m.client_url.as_str()).collect();

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::metrics::Scrape;
-use super::{free_port, http_client, wait_until};
+use super::{free_port, get_text, http_client, wait_until};
 
 pub struct Host {
     child: Child,
@@ -120,16 +120,7 @@ impl Host {
     }
 
     pub async fn get(&self, path: &str) -> Result<String, String> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        response.text().await.map_err(|e| e.to_string())
+        get_text(&self.client, &format!("{}{path}", self.base_url)).await
     }
 
     pub async fn scrape(&self) -> Scrape {

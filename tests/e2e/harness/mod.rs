@@ -121,6 +121,18 @@ pub fn tool(name: &str, version: &str) -> PathBuf {
     path
 }
 
+/// GET `url`: the body of a 2xx answer, else what went wrong.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("HTTP {status}: {body}"))
+    }
+}
+
 /// rustls needs a process-wide crypto provider for the test's own HTTP client.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

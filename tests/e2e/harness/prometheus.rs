@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{free_port, http_client, wait_until};
+use super::{free_port, get_text, http_client, wait_until};
 
 pub struct Prometheus {
     pub url: String,
@@ -62,19 +62,7 @@ impl Prometheus {
     }
 
     async fn get(&self, path: &str) -> Result<String, String> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("HTTP {status}: {body}"))
-        }
+        get_text(&self.client, &format!("{}{path}", self.url)).await
     }
 
     /// The alerts Prometheus holds now (its own API), as
@@ -120,15 +108,7 @@ impl Prometheus {
     pub async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.url)).unwrap();
         url.query_pairs_mut().append_pair("query", promql);
-        let body = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let body = get_text(&self.client, url.as_str()).await?;
         let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if answer["status"] != "success" {
             return Err(body);
