@@ -11,6 +11,7 @@ mod alarm;
 mod alerts;
 mod bad_manifests;
 mod chart;
+mod compaction;
 mod consistency;
 mod db_quota;
 mod etcd_access;
