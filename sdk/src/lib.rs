@@ -191,6 +191,19 @@ pub mod etcd {
         host::keys(range, limit, revision)
     }
 
+    /// The cluster's compact revision (0: never compacted), as the member
+    /// at `endpoint` (or any, with `None`) knows it: a count at revision 1 of
+    /// a range that holds nothing, which etcd refuses with the compact
+    /// revision before reading anything. Cheap on any store.
+    pub fn compact_revision(endpoint: Option<&str>) -> Result<u64, EtcdError> {
+        let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
+        match count(endpoint, &probe, 1, true) {
+            Ok(_) => Ok(0),
+            Err(EtcdError::Compacted(revision)) if revision > 0 => Ok(revision),
+            Err(e) => Err(e),
+        }
+    }
+
     /// HashKV of one member at `revision` (0: latest).
     pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
         host::hash_kv(endpoint, revision)

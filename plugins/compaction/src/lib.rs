@@ -9,13 +9,11 @@
 //! - `inspection_etcd_revisions_since_compaction`: the current revision
 //!   minus that one, the history etcd holds.
 //!
-//! Per round: one Status (the current revision) and one count-only range
-//! at revision 1 of a range that holds nothing, which etcd refuses with the
-//! compact revision before reading anything.
+//! Per round: one Status per member (the highest revision is the
+//! cluster's) and `etcd::compact_revision` (one count-only range that etcd
+//! refuses with the compact revision before reading anything).
 
-use etcd_inspector_sdk::{
-    etcd, export_plugin, gauge, ClusterSnapshot, EtcdError, KeyRange, Plugin, PluginInfo, Sample,
-};
+use etcd_inspector_sdk::{etcd, export_plugin, gauge, ClusterSnapshot, Plugin, PluginInfo, Sample};
 
 const COMPACT_REVISION: &str = "inspection_etcd_compact_revision";
 const SINCE_COMPACTION: &str = "inspection_etcd_revisions_since_compaction";
@@ -46,13 +44,8 @@ impl Plugin for Compaction {
             .map(|s| s.revision)
             .max()
             .ok_or("no member answered Status")?;
-        let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
-        let compacted = match etcd::count(None, &probe, 1, true) {
-            Ok(_) => 0,
-            Err(EtcdError::Compacted(0)) => return Err("etcd said compacted but not up to where".into()),
-            Err(EtcdError::Compacted(revision)) => revision,
-            Err(e) => return Err(format!("compaction probe failed: {}", e.message())),
-        };
+        let compacted =
+            etcd::compact_revision(None).map_err(|e| format!("compact revision unknown: {}", e.message()))?;
         Ok(vec![
             Sample::new(COMPACT_REVISION, compacted as f64),
             Sample::new(SINCE_COMPACTION, current.saturating_sub(compacted) as f64),

@@ -248,7 +248,8 @@ fn lag_lower_bound(readings: &[Reading], value: impl Fn(&MemberStatus) -> u64) -
 /// there, and at the common revision R otherwise: never compacted, etcd 3.4,
 /// or a member restarted since and no longer holding that hash.
 fn hash_members(readings: &mut [Reading], revision: u64) {
-    if let Some(compact) = compact_revision(readings) {
+    let first = readings.first().map(|r| r.member.endpoint.as_str());
+    if let Some(compact) = etcd::compact_revision(first).ok().filter(|c| *c > 0) {
         let hashes: Vec<Option<KvHash>> = readings
             .iter()
             .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
@@ -277,17 +278,6 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
             ))
         })
         .ok();
-    }
-}
-
-/// The cluster's compact revision, if it was ever compacted: a count at
-/// revision 1 of a range that holds nothing is refused with it, before etcd
-/// reads anything.
-fn compact_revision(readings: &[Reading]) -> Option<u64> {
-    let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
-    match etcd::count(Some(&readings.first()?.member.endpoint), &probe, 1, true) {
-        Err(EtcdError::Compacted(compact)) if compact > 0 => Some(compact),
-        _ => None,
     }
 }
 
