@@ -153,6 +153,15 @@ pub mod etcd {
         host::status_details(endpoint)
     }
 
+    /// How long one count-only read of a key that does not exist takes on
+    /// the member at `endpoint`, in microseconds, timed by the host:
+    /// `serializable` answers from the member's local state, otherwise the
+    /// read is linearizable (confirmed with the leader): what a client
+    /// feels, with no write. Needs a host serving contract 0.1.1 or later.
+    pub fn read_latency(endpoint: &str, serializable: bool) -> Result<u64, EtcdError> {
+        host::read_latency(endpoint, serializable)
+    }
+
     /// Active alarms. This is a raft round trip: prefer the alarms that
     /// [`status`] reports in `errors` and call this only when needed.
     pub fn alarm_list() -> Result<Vec<Alarm>, EtcdError> {

@@ -43,6 +43,8 @@ pub struct FakeMember {
     health: Result<MemberHealth, EtcdError>,
     hash: u32,
     details: MemberStatusDetails,
+    /// Microseconds of a serializable and of a linearizable read.
+    latency: (u64, u64),
 }
 
 impl FakeMember {
@@ -78,6 +80,7 @@ impl FakeMember {
                 reason: String::new(),
             }),
             hash: 7,
+            latency: (300, 900),
             details: MemberStatusDetails {
                 member_id: id,
                 db_size_quota: None,
@@ -122,6 +125,12 @@ impl FakeMember {
             enabled: false,
             target_version: String::new(),
         });
+        self
+    }
+
+    /// How long its serializable and linearizable reads take, in microseconds.
+    pub fn latency(mut self, serializable_us: u64, linearizable_us: u64) -> Self {
+        self.latency = (serializable_us, linearizable_us);
         self
     }
 
@@ -380,6 +389,14 @@ pub(crate) mod fake {
                 let m = member(c, endpoint)?;
                 m.status?;
                 Ok(m.details)
+            })
+        }
+
+        pub fn read_latency(endpoint: &str, serializable: bool) -> Result<u64, EtcdError> {
+            with(|c| {
+                let m = member(c, endpoint)?;
+                m.status?;
+                Ok(if serializable { m.latency.0 } else { m.latency.1 })
             })
         }
 

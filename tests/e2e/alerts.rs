@@ -180,7 +180,7 @@ async fn every_dashboard_query_returns_series_from_a_real_host() {
             .await
             .unwrap();
     }
-    let gates = "healthy=true,alarm=true,consistency=true,request=true,compaction=true,db-quota=true";
+    let gates = "healthy=true,alarm=true,consistency=true,request=true,compaction=true,latency=true,db-quota=true";
     let manifests = [(
         "cluster.yaml",
         cluster_manifest(
@@ -192,7 +192,7 @@ async fn every_dashboard_query_returns_series_from_a_real_host() {
             ],
         ),
     )];
-    let mut plugins: Vec<_> = ["healthy", "alarm", "consistency", "request", "compaction"]
+    let mut plugins: Vec<_> = ["healthy", "alarm", "consistency", "request", "compaction", "latency"]
         .iter()
         .map(|p| plugin_file("bundled", p))
         .collect();

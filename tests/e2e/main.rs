@@ -18,6 +18,7 @@ mod etcd_access;
 mod healthy;
 mod hostile_plugins;
 mod kubernetes;
+mod latency;
 mod plugin_lifecycle;
 mod plugin_tools;
 mod request;

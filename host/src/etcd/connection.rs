@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::OnceCell;
@@ -198,6 +198,21 @@ impl ClusterConnection {
                 .downgrade_info()
                 .map(|d| (d.enabled(), d.target_version().to_string())),
         })
+    }
+
+    /// How long one count-only read of a key that does not exist takes on
+    /// the member at `endpoint` (the channel is dialled before the clock
+    /// starts).
+    pub async fn read_latency(&self, endpoint: &str, serializable: bool) -> Result<Duration, CallError> {
+        let mut client = self.client_for(endpoint).await?;
+        let mut options = etcd_client::GetOptions::new().with_count_only();
+        if serializable {
+            options = options.with_serializable();
+        }
+        let started = Instant::now();
+        self.bounded(client.get(&b"\0etcd-inspector/latency-probe"[..], Some(options)))
+            .await?;
+        Ok(started.elapsed())
     }
 
     /// Active alarms (member id, type name).

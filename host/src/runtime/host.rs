@@ -217,6 +217,12 @@ impl WireSize for types::MemberStatusDetails {
     }
 }
 
+impl WireSize for u64 {
+    fn wire_size(&self) -> u64 {
+        8
+    }
+}
+
 impl WireSize for types::Alarm {
     fn wire_size(&self) -> u64 {
         12
@@ -362,6 +368,16 @@ impl etcd::Host for HostState {
                     .await
             },
             |(count, revision)| types::RangeCount { count, revision },
+        )
+        .await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn read_latency(&mut self, endpoint: String, serializable: bool) -> EtcdResult<u64> {
+        let answer = on_cluster(
+            self.connection(),
+            async |c| c.read_latency(&endpoint, serializable).await,
+            |elapsed| elapsed.as_micros() as u64,
         )
         .await?;
         Ok(self.charge(answer))
