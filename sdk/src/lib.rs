@@ -6,7 +6,7 @@
 //! each etcd cluster it watches and exports the samples it returns as
 //! Prometheus metrics.
 //!
-//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.1`), so a plugin
+//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.2`), so a plugin
 //! depends on this crate and on nothing else of ours.
 //!
 //! ```ignore
@@ -48,9 +48,9 @@ pub mod bindings {
 }
 
 pub use bindings::etcd_inspector::plugin::types::{
-    Alarm, AlarmType, ClusterSnapshot, DowngradeInfo, EtcdError, EventKind, KeyInfo, KeyRange, KvHash, Member,
-    MemberHealth, MemberStatus, MemberStatusDetails, MetricDesc, MetricKind, PluginInfo, RangeCount, Sample,
-    WatchEvent,
+    Alarm, AlarmType, Certificate, ClusterSnapshot, DowngradeInfo, EtcdError, EventKind, KeyInfo, KeyRange, KvHash,
+    LeaseInfo, Member, MemberHealth, MemberStatus, MemberStatusDetails, MetricDesc, MetricKind, PluginInfo,
+    PresentedCertificates, RangeCount, Sample, WatchEvent,
 };
 
 impl KeyRange {
@@ -112,8 +112,8 @@ pub mod testing;
 pub mod etcd {
     use crate::host_etcd as host;
     pub use crate::{
-        Alarm, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth, MemberStatus, MemberStatusDetails,
-        RangeCount,
+        Alarm, Certificate, EtcdError, KeyInfo, KeyRange, KvHash, LeaseInfo, Member, MemberHealth, MemberStatus,
+        MemberStatusDetails, PresentedCertificates, RangeCount,
     };
 
     /// Current members, through the cluster's balanced connection.
@@ -160,6 +160,57 @@ pub mod etcd {
     /// feels, with no write. Needs a host serving contract 0.1.1 or later.
     pub fn read_latency(endpoint: &str, serializable: bool) -> Result<u64, EtcdError> {
         host::read_latency(endpoint, serializable)
+    }
+
+    /// The member list as the member at `endpoint` sees it, from its own
+    /// state (not confirmed with the leader): ask each member and compare
+    /// to find members that disagree. Members added but not started yet are
+    /// included, with an empty name and no client URLs. Needs a host
+    /// serving contract 0.1.2 or later.
+    pub fn member_list_at(endpoint: &str) -> Result<Vec<Member>, EtcdError> {
+        host::member_list_at(endpoint)
+    }
+
+    /// The certificate chain the member at `endpoint` presents to clients
+    /// (one TLS handshake, no request), with the host's verdict on it
+    /// (`verify_error`: the cluster's CA, the host name, the dates). Empty
+    /// for `http://` endpoints. Names and dates only, never keys. Needs a
+    /// host serving contract 0.1.2 or later.
+    ///
+    /// ```no_run
+    /// # use etcd_inspector_sdk::etcd;
+    /// # fn f(endpoint: &str, now: i64) -> Result<(), etcd_inspector_sdk::EtcdError> {
+    /// let presented = etcd::server_certificates(endpoint)?;
+    /// if let Some(leaf) = presented.chain.first() {
+    ///     let days_left = (leaf.not_after - now) / 86_400;
+    /// #   let _ = days_left;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn server_certificates(endpoint: &str) -> Result<PresentedCertificates, EtcdError> {
+        host::server_certificates(endpoint)
+    }
+
+    /// The client certificate chain the host presents to this cluster
+    /// (empty when it uses none). No etcd call. Needs a host serving
+    /// contract 0.1.2 or later.
+    pub fn client_certificates() -> Vec<Certificate> {
+        host::client_certificates()
+    }
+
+    /// Every lease id, ascending (LeaseLeases: one call, answered by one
+    /// member; 8 bytes per lease). Needs a host serving contract 0.1.2 or
+    /// later.
+    pub fn lease_ids() -> Result<Vec<i64>, EtcdError> {
+        host::lease_ids()
+    }
+
+    /// One lease's remaining and granted TTL; `with_keys` also counts the
+    /// keys attached (etcd then sends their names, which the host counts
+    /// against the round's byte budget). One call per lease: bound how many
+    /// a round asks about. Needs a host serving contract 0.1.2 or later.
+    pub fn lease_time_to_live(id: i64, with_keys: bool) -> Result<LeaseInfo, EtcdError> {
+        host::lease_time_to_live(id, with_keys)
     }
 
     /// Active alarms. This is a raft round trip: prefer the alarms that

@@ -31,8 +31,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::{
-    Alarm, AlarmType, ClusterSnapshot, DowngradeInfo, EtcdError, KeyInfo, KeyRange, KvHash, Member, MemberHealth,
-    MemberStatus, MemberStatusDetails, MetricKind, Plugin, Sample, WatchEvent,
+    Alarm, AlarmType, Certificate, ClusterSnapshot, DowngradeInfo, EtcdError, KeyInfo, KeyRange, KvHash, LeaseInfo,
+    Member, MemberHealth, MemberStatus, MemberStatusDetails, MetricKind, Plugin, PresentedCertificates, Sample,
+    WatchEvent,
 };
 
 /// A member of a [`FakeCluster`] and what it answers.
@@ -45,6 +46,11 @@ pub struct FakeMember {
     details: MemberStatusDetails,
     /// Microseconds of a serializable and of a linearizable read.
     latency: (u64, u64),
+    /// Ids of the members this one lists (`None`: the cluster's).
+    sees: Option<Vec<u64>>,
+    /// Knows no leader, whatever the others say.
+    leaderless: bool,
+    certificates: PresentedCertificates,
 }
 
 impl FakeMember {
@@ -81,6 +87,12 @@ impl FakeMember {
             }),
             hash: 7,
             latency: (300, 900),
+            sees: None,
+            leaderless: false,
+            certificates: PresentedCertificates {
+                chain: Vec::new(),
+                verify_error: None,
+            },
             details: MemberStatusDetails {
                 member_id: id,
                 db_size_quota: None,
@@ -159,12 +171,89 @@ impl FakeMember {
         self
     }
 
+    /// A raft learner (in the member list and in its own Status). Like
+    /// etcd's, it refuses HashKV and linearizable reads.
+    pub fn learner(mut self) -> Self {
+        self.member.is_learner = true;
+        if let Ok(s) = &mut self.status {
+            s.is_learner = true;
+        }
+        self
+    }
+
+    /// Its own member list (`member_list_at`) holds only these member ids,
+    /// as a member that missed a membership change would answer.
+    pub fn sees_members(mut self, ids: &[u64]) -> Self {
+        self.sees = Some(ids.to_vec());
+        self
+    }
+
+    /// Knows no leader (Status `leader` 0), whatever the others say.
+    pub fn without_leader(mut self) -> Self {
+        self.leaderless = true;
+        if let Ok(s) = &mut self.status {
+            s.leader = 0;
+        }
+        self
+    }
+
+    /// The raft term this member reports.
+    pub fn term(mut self, term: u64) -> Self {
+        if let Ok(s) = &mut self.status {
+            s.raft_term = term;
+        }
+        self
+    }
+
+    /// Reports the storage version and a downgrade to `target` (etcd 3.6+;
+    /// an empty `target`: no downgrade in progress).
+    pub fn storage(mut self, storage_version: &str, downgrade_target: &str) -> Self {
+        self.details.storage_version = Some(storage_version.into());
+        self.details.downgrade = Some(DowngradeInfo {
+            enabled: !downgrade_target.is_empty(),
+            target_version: downgrade_target.into(),
+        });
+        self
+    }
+
+    /// Presents this certificate chain to clients (leaf first);
+    /// `verify_error` is the host's verdict (`None`: trusted).
+    pub fn certificates(mut self, chain: Vec<Certificate>, verify_error: Option<&str>) -> Self {
+        self.certificates = PresentedCertificates {
+            chain,
+            verify_error: verify_error.map(str::to_string),
+        };
+        self
+    }
+
     /// Every call to this member times out.
     pub fn unreachable(mut self) -> Self {
         let e = EtcdError::Timeout(format!("{}: no answer", self.member.endpoint));
         self.status = Err(e.clone());
         self.health = Err(e);
         self
+    }
+}
+
+/// A certificate for `subject` (as `CN=subject`) issued by `CN=test-ca`,
+/// valid from `not_before` to `not_after` (Unix seconds), naming
+/// `dns_names` and `ip_addresses`. Change its public fields for the rest.
+pub fn certificate(
+    subject: &str,
+    not_before: i64,
+    not_after: i64,
+    dns_names: &[&str],
+    ip_addresses: &[&str],
+) -> Certificate {
+    Certificate {
+        subject: format!("CN={subject}"),
+        issuer: "CN=test-ca".into(),
+        serial: "01".into(),
+        dns_names: dns_names.iter().map(|s| s.to_string()).collect(),
+        ip_addresses: ip_addresses.iter().map(|s| s.to_string()).collect(),
+        not_before,
+        not_after,
+        is_ca: false,
     }
 }
 
@@ -179,6 +268,8 @@ pub struct FakeCluster {
     state: Option<Vec<u8>>,
     logs: Vec<String>,
     compact_revision: u64,
+    leases: BTreeMap<i64, LeaseInfo>,
+    client_certificates: Vec<Certificate>,
 }
 
 thread_local! {
@@ -225,6 +316,27 @@ impl FakeCluster {
     /// whose version starts with `3.4` refuse it, as etcd 3.4 does).
     pub fn compacted(mut self, revision: u64) -> Self {
         self.compact_revision = revision;
+        self
+    }
+
+    /// Grants a lease with `ttl` seconds left of `granted_ttl`, with `keys`
+    /// keys attached.
+    pub fn lease(mut self, id: i64, ttl: i64, granted_ttl: i64, keys: u32) -> Self {
+        self.leases.insert(
+            id,
+            LeaseInfo {
+                id,
+                ttl,
+                granted_ttl,
+                keys,
+            },
+        );
+        self
+    }
+
+    /// The client certificate chain the host presents (leaf first).
+    pub fn client_certificates(mut self, chain: Vec<Certificate>) -> Self {
+        self.client_certificates = chain;
         self
     }
 
@@ -373,11 +485,11 @@ pub(crate) mod fake {
                     };
                     status.errors.push(format!("memberID:{} alarm:{kind} ", a.member_id));
                 }
-                if let Some(leader) = c
+                let leader = c
                     .members
                     .iter()
-                    .find_map(|m| m.status.as_ref().ok().map(|s| s.leader).filter(|l| *l != 0))
-                {
+                    .find_map(|m| m.status.as_ref().ok().map(|s| s.leader).filter(|l| *l != 0));
+                if let (Some(leader), false) = (leader, member(c, endpoint)?.leaderless) {
                     status.leader = leader;
                 }
                 Ok(status)
@@ -395,8 +507,62 @@ pub(crate) mod fake {
         pub fn read_latency(endpoint: &str, serializable: bool) -> Result<u64, EtcdError> {
             with(|c| {
                 let m = member(c, endpoint)?;
-                m.status?;
+                m.status.as_ref().map_err(Clone::clone)?;
+                if !serializable {
+                    learners_refuse(&m)?;
+                }
                 Ok(if serializable { m.latency.0 } else { m.latency.1 })
+            })
+        }
+
+        /// A learner serves only Status and serializable reads, as etcd's do.
+        fn learners_refuse(m: &FakeMember) -> Result<(), EtcdError> {
+            if m.member.is_learner {
+                return Err(EtcdError::Other("etcdserver: rpc not supported for learner".into()));
+            }
+            Ok(())
+        }
+
+        pub fn member_list_at(endpoint: &str) -> Result<Vec<Member>, EtcdError> {
+            with(|c| {
+                let m = member(c, endpoint)?;
+                m.status?;
+                Ok(c.members
+                    .iter()
+                    .filter(|other| m.sees.as_ref().is_none_or(|ids| ids.contains(&other.member.id)))
+                    .map(|other| other.member.clone())
+                    .collect())
+            })
+        }
+
+        pub fn server_certificates(endpoint: &str) -> Result<PresentedCertificates, EtcdError> {
+            with(|c| {
+                let m = member(c, endpoint)?;
+                m.status?;
+                Ok(m.certificates)
+            })
+        }
+
+        pub fn client_certificates() -> Vec<Certificate> {
+            with(|c| c.client_certificates.clone())
+        }
+
+        pub fn lease_ids() -> Result<Vec<i64>, EtcdError> {
+            with(|c| Ok(c.leases.keys().copied().collect()))
+        }
+
+        pub fn lease_time_to_live(id: i64, with_keys: bool) -> Result<LeaseInfo, EtcdError> {
+            with(|c| {
+                let mut lease = c.leases.get(&id).cloned().unwrap_or(LeaseInfo {
+                    id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: 0,
+                });
+                if !with_keys {
+                    lease.keys = 0;
+                }
+                Ok(lease)
             })
         }
 
@@ -468,7 +634,8 @@ pub(crate) mod fake {
         pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
             with(|c| {
                 let m = member(c, endpoint)?;
-                let status = m.status?;
+                learners_refuse(&m)?;
+                let status = m.status.clone()?;
                 let compact = c.compact_revision;
                 let cached = compact > 0 && revision == compact && !status.version.starts_with("3.4");
                 if !cached && revision <= compact {

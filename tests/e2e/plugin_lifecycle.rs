@@ -232,9 +232,9 @@ async fn contract_versions_are_checked_by_semver() {
     let patch = plugin_status(&host, "/wit-patch.wasm").await.unwrap();
     assert_eq!(
         (patch["state"].as_str(), patch["wit_version"].as_str()),
-        (Some("active"), Some("0.1.2"))
+        (Some("active"), Some("0.1.9"))
     );
-    wait_until("the 0.1.2 plugin runs", Duration::from_secs(60), async || {
+    wait_until("the 0.1.9 plugin runs", Duration::from_secs(60), async || {
         match host.scrape().await.get("patch_runs", &[("clusterName", "prod")]) {
             Some(1.0) => Ok(()),
             other => Err(format!("{other:?}")),

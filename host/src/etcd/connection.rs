@@ -10,6 +10,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::certificates::{self, CertificateInfo, ServerCertificates};
 use super::channel::grpc_channel;
 use super::types::is_tls_failure;
 use super::{
@@ -213,6 +214,63 @@ impl ClusterConnection {
         self.bounded(client.get(&b"\0etcd-inspector/latency-probe"[..], Some(options)))
             .await?;
         Ok(started.elapsed())
+    }
+
+    /// MemberList as the member at `endpoint` sees it (served from its own
+    /// state), members not started yet included (no name, no client URL).
+    pub async fn member_list_at(&self, endpoint: &str) -> Result<Vec<MemberInfo>, CallError> {
+        let mut client = self.client_for(endpoint).await?;
+        let response = self.bounded(client.member_list()).await?;
+        Ok(response
+            .members()
+            .iter()
+            .map(|m| {
+                if m.client_urls().is_empty() {
+                    MemberInfo {
+                        id: m.id(),
+                        name: m.name().to_string(),
+                        client_urls: Vec::new(),
+                        endpoint: String::new(),
+                        host: String::new(),
+                        is_learner: m.is_learner(),
+                    }
+                } else {
+                    self.member_info(m.id(), m.name(), m.client_urls(), m.is_learner())
+                }
+            })
+            .collect())
+    }
+
+    /// The certificates the member at `endpoint` presents, and the host's
+    /// verdict on them (one handshake; see [`super::certificates`]).
+    pub async fn server_certificates(&self, endpoint: &str) -> Result<ServerCertificates, CallError> {
+        self.check_endpoint(endpoint)?;
+        certificates::server_certificates(endpoint, &self.creds, self.settings.call_timeout).await
+    }
+
+    /// The client certificate chain the host presents to this cluster.
+    pub fn client_certificates(&self) -> Vec<CertificateInfo> {
+        certificates::client_chain(&self.creds)
+    }
+
+    /// Every lease id, ascending.
+    pub async fn lease_ids(&self) -> Result<Vec<i64>, CallError> {
+        let response = self.on_any_endpoint(|mut c| async move { c.leases().await }).await?;
+        let mut ids: Vec<i64> = response.leases().iter().map(|l| l.id()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// LeaseTimeToLive: (ttl, granted ttl, keys attached when `with_keys`).
+    pub async fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Result<(i64, i64, usize), CallError> {
+        let response = self
+            .on_any_endpoint(|mut c| async move {
+                let options = etcd_client::LeaseTimeToLiveOptions::new();
+                let options = if with_keys { options.with_keys() } else { options };
+                c.lease_time_to_live(id, Some(options)).await
+            })
+            .await?;
+        Ok((response.ttl(), response.granted_ttl(), response.keys().len()))
     }
 
     /// Active alarms (member id, type name).

@@ -1,6 +1,7 @@
 //! etcd access for the host: one [`ClusterConnection`] per cluster, holding
 //! its TLS material in memory and a client per member endpoint.
 
+mod certificates;
 mod channel;
 mod connection;
 mod credentials;
@@ -8,6 +9,7 @@ mod tls;
 mod types;
 mod watch;
 
+pub use certificates::{CertificateInfo, ServerCertificates};
 pub use connection::{ClusterConnection, ConnectionSettings};
 pub use credentials::{Credentials, CredentialsError, CONFINEMENT_HINT};
 pub use tls::TlsError;

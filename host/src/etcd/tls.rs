@@ -35,17 +35,7 @@ pub fn rustls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsErr
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &creds.ca_pem {
-            for cert in CertificateDer::pem_slice_iter(ca) {
-                let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
-                roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::Ca("no certificate found".into()));
-            }
-        }
-        builder.with_root_certificates(roots)
+        builder.with_root_certificates(root_store(creds)?)
     };
     let mut config = match &creds.identity {
         None => builder.with_no_client_auth(),
@@ -63,6 +53,22 @@ pub fn rustls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsErr
     // 46 KiB, allocated up front) is far more than a cluster's members.
     config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMABLE_SERVERS);
     Ok(config)
+}
+
+/// The cluster's CA certificates; empty when it names none (then no https
+/// endpoint is trusted).
+pub(super) fn root_store(creds: &Credentials) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &creds.ca_pem {
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
+            roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Ca("no certificate found".into()));
+        }
+    }
+    Ok(roots)
 }
 
 /// Servers (members) per cluster whose TLS sessions are kept for resumption.

@@ -12,6 +12,7 @@ use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{inspector, types, watcher};
 use super::host::HostState;
+use super::EtcdUse;
 use super::{CallFailure, CallLimits, Outcome, Runtime, MAX_MESSAGE_BYTES, STDERR_BYTES};
 use crate::etcd::ClusterConnection;
 use crate::log_state::RepeatGate;
@@ -50,7 +51,7 @@ impl Runtime {
         input: CallInput,
         call: Call,
         limits: &CallLimits,
-    ) -> Result<(Reply, Option<Vec<u8>>), CallFailure> {
+    ) -> Result<(Reply, Option<Vec<u8>>, EtcdUse), CallFailure> {
         let plugin = input.plugin.as_str();
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         // No preopens, no env, no args, sockets denied: a plugin reaches the
@@ -144,7 +145,8 @@ impl Runtime {
                 ),
             });
         }
-        reply.map(|r| (r, store.data_mut().state_out.take()))
+        let used = store.data().etcd_use();
+        reply.map(|r| (r, store.data_mut().state_out.take(), used))
     }
 }
 

@@ -101,6 +101,14 @@ impl HostState {
         }
     }
 
+    /// The etcd calls made so far and the bytes of their answers.
+    pub(super) fn etcd_use(&self) -> super::EtcdUse {
+        super::EtcdUse {
+            calls: self.calls_made,
+            bytes: self.bytes_read,
+        }
+    }
+
     /// The connection for one more etcd call, if the round's budget allows it.
     fn connection(&mut self) -> Result<Arc<ClusterConnection>, types::EtcdError> {
         let connection = self
@@ -167,6 +175,19 @@ pub(super) fn to_wit_member(m: crate::etcd::MemberInfo) -> types::Member {
         endpoint: m.endpoint,
         host: m.host,
         is_learner: m.is_learner,
+    }
+}
+
+fn to_wit_certificate(c: crate::etcd::CertificateInfo) -> types::Certificate {
+    types::Certificate {
+        subject: c.subject,
+        issuer: c.issuer,
+        serial: c.serial,
+        dns_names: c.dns_names,
+        ip_addresses: c.ip_addresses,
+        not_before: c.not_before,
+        not_after: c.not_after,
+        is_ca: c.is_ca,
     }
 }
 
@@ -244,6 +265,33 @@ impl WireSize for types::RangeCount {
 impl WireSize for types::KeyInfo {
     fn wire_size(&self) -> u64 {
         (self.key.len() + 24) as u64
+    }
+}
+
+impl WireSize for i64 {
+    fn wire_size(&self) -> u64 {
+        8
+    }
+}
+
+impl WireSize for types::Certificate {
+    fn wire_size(&self) -> u64 {
+        let names: usize = self.dns_names.iter().chain(&self.ip_addresses).map(String::len).sum();
+        (self.subject.len() + self.issuer.len() + self.serial.len() + names + 24) as u64
+    }
+}
+
+impl WireSize for types::PresentedCertificates {
+    fn wire_size(&self) -> u64 {
+        self.chain.wire_size() + self.verify_error.as_ref().map_or(0, |e| e.len() as u64)
+    }
+}
+
+impl WireSize for types::LeaseInfo {
+    fn wire_size(&self) -> u64 {
+        // etcd sends the names of the attached keys when asked for them;
+        // the plugin sees only their number, but the member read them.
+        28 + u64::from(self.keys) * 32
     }
 }
 
@@ -378,6 +426,61 @@ impl etcd::Host for HostState {
             self.connection(),
             async |c| c.read_latency(&endpoint, serializable).await,
             |elapsed| elapsed.as_micros() as u64,
+        )
+        .await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn member_list_at(&mut self, endpoint: String) -> EtcdResult<Vec<types::Member>> {
+        let answer = on_cluster(
+            self.connection(),
+            async |c| c.member_list_at(&endpoint).await,
+            |ms| ms.into_iter().map(to_wit_member).collect(),
+        )
+        .await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn server_certificates(&mut self, endpoint: String) -> EtcdResult<types::PresentedCertificates> {
+        let answer = on_cluster(
+            self.connection(),
+            async |c| c.server_certificates(&endpoint).await,
+            |s| types::PresentedCertificates {
+                chain: s.chain.into_iter().map(to_wit_certificate).collect(),
+                verify_error: s.verify_error,
+            },
+        )
+        .await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn client_certificates(&mut self) -> wasmtime::Result<Vec<types::Certificate>> {
+        // Read from the credentials in memory: no etcd call, nothing charged.
+        Ok(self
+            .cluster
+            .as_ref()
+            .map(|(_, c)| c.client_certificates())
+            .unwrap_or_default()
+            .into_iter()
+            .map(to_wit_certificate)
+            .collect())
+    }
+
+    async fn lease_ids(&mut self) -> EtcdResult<Vec<i64>> {
+        let answer = on_cluster(self.connection(), async |c| c.lease_ids().await, |ids| ids).await?;
+        Ok(self.charge(answer))
+    }
+
+    async fn lease_time_to_live(&mut self, id: i64, with_keys: bool) -> EtcdResult<types::LeaseInfo> {
+        let answer = on_cluster(
+            self.connection(),
+            async |c| c.lease_time_to_live(id, with_keys).await,
+            |(ttl, granted_ttl, keys)| types::LeaseInfo {
+                id,
+                ttl,
+                granted_ttl,
+                keys: keys.min(u32::MAX as usize) as u32,
+            },
         )
         .await?;
         Ok(self.charge(answer))

@@ -120,6 +120,16 @@ pub struct CallFailure {
 pub struct Inspection {
     pub samples: Vec<SampleValue>,
     pub state: Option<Vec<u8>>,
+    /// What the round asked of etcd (the bench reports it per plugin).
+    pub etcd: EtcdUse,
+}
+
+/// etcd calls a plugin call made and the bytes of their answers, as the
+/// round's budget counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EtcdUse {
+    pub calls: u64,
+    pub bytes: u64,
 }
 
 /// What the host knows of a cluster at call time.
@@ -203,8 +213,8 @@ impl Runtime {
             log_gate: None,
         };
         let info = match self.call(entry, loading, Call::Describe, &limits).await {
-            Ok((Reply::Describe(info), _)) => plugin::check_info(info)?,
-            Ok((Reply::Samples(_), _)) => unreachable!("describe returns a description"),
+            Ok((Reply::Describe(info), _, _)) => plugin::check_info(info)?,
+            Ok((Reply::Samples(_), _, _)) => unreachable!("describe returns a description"),
             Err(f) => return Err(LoadError::Describe(f.to_string())),
         };
         if !info.watch_prefixes.is_empty() && watcher.is_none() {
@@ -280,7 +290,7 @@ impl Runtime {
             inspector: &plugin.inspector,
             watcher: plugin.watcher.as_ref(),
         };
-        let (reply, state) = self.call(entry, input, call, limits).await?;
+        let (reply, state, etcd) = self.call(entry, input, call, limits).await?;
         match reply {
             Reply::Samples(Ok(samples)) => Ok(Inspection {
                 samples: samples
@@ -292,6 +302,7 @@ impl Runtime {
                     })
                     .collect(),
                 state,
+                etcd,
             }),
             Reply::Samples(Err(message)) => Err(CallFailure {
                 outcome: Outcome::PluginError,
