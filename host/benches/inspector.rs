@@ -735,20 +735,24 @@ async fn naive_loop(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::R
     Ok(())
 }
 
-/// The samples of a scrape, parsed with prometheus-parse (as the e2e tests do).
-fn parse(text: &str) -> Vec<prometheus_parse::Sample> {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .map(|s| s.samples)
+/// The families of a scrape, parsed with openmetrics-parser (as the e2e tests do).
+fn parse(
+    text: &str,
+) -> Vec<openmetrics_parser::MetricFamily<openmetrics_parser::PrometheusType, openmetrics_parser::PrometheusValue>> {
+    openmetrics_parser::prometheus::parse_prometheus(text)
+        .map(|e| e.families.into_values().collect())
         .unwrap_or_default()
 }
 
 /// Cumulative (upper bound, count) buckets of one histogram, summed over labels.
 fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let mut by_le: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
-    for sample in parse(text).into_iter().filter(|s| s.metric == name) {
-        if let prometheus_parse::Value::Histogram(counts) = sample.value {
-            for c in counts {
-                *by_le.entry(c.less_than.to_bits()).or_default() += c.count;
+    for family in parse(text).into_iter().filter(|f| f.family_name == name) {
+        for sample in family.iter_samples() {
+            if let openmetrics_parser::PrometheusValue::Histogram(h) = &sample.value {
+                for b in &h.buckets {
+                    *by_le.entry(b.upper_bound.to_bits()).or_default() += b.count.as_f64();
+                }
             }
         }
     }
@@ -785,13 +789,14 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> String {
 }
 
 fn counter_sum(text: &str, name: &str) -> f64 {
+    use openmetrics_parser::PrometheusValue as V;
     parse(text)
-        .into_iter()
-        .filter(|s| s.metric == name)
-        .filter_map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
+        .iter()
+        .filter(|f| f.family_name == name)
+        .flat_map(|f| f.iter_samples())
+        .filter_map(|s| match &s.value {
+            V::Counter(c) => Some(c.value.as_f64()),
+            V::Gauge(n) | V::Unknown(n) => Some(n.as_f64()),
             _ => None,
         })
         .sum()
@@ -961,6 +966,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if wanted("I") {
+        match std::env::var_os("BENCH_ETCD36") {
+            Some(binary) => round_costs(&mut report, PathBuf::from(binary)).await?,
+            None => {
+                report.push("\n(I skipped: set BENCH_ETCD36 to an etcd 3.6 binary, as scripts/bench.sh does)".into())
+            }
+        }
+    }
     let text = report.join("\n") + "\n";
     print!("{text}");
     if let Some(path) = std::env::var_os("BENCH_RESULTS") {
@@ -1095,5 +1108,174 @@ async fn hashkv(report: &mut Vec<String>, binary: PathBuf) -> anyhow::Result<()>
         "\nRatio of medians, latest / compaction: {:.0}×",
         median(&scanned).as_secs_f64() / median(&cached).as_secs_f64()
     ));
+    Ok(())
+}
+
+/// I: what one round of each inspection of issue 14 costs on a 3-member
+/// etcd 3.6 serving clients over TLS with client certificates (as a
+/// Kubernetes etcd does), with 100 000 leases: the plugin's size, the etcd
+/// calls and answer bytes of a round (as the budget counts them) and its
+/// time through the runtime, as the scheduler calls it.
+async fn round_costs(report: &mut Vec<String>, binary: PathBuf) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
+    const LEASES: usize = 100_000;
+    const ROUNDS: usize = 50;
+    let dir = tempfile::tempdir()?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name.push(DnType::CommonName, "bench-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |cn: &str| -> anyhow::Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse()?)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf("etcd")?;
+    let (client_cert, client_key) = leaf("bench")?;
+    for (name, body) in [
+        ("ca.crt", &ca_pem),
+        ("server.crt", &server_cert),
+        ("server.key", &server_key),
+    ] {
+        std::fs::write(dir.path().join(name), body)?;
+    }
+    let port = || -> anyhow::Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| Ok((port()?, port()?))).collect::<anyhow::Result<_>>()?;
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("i{i}=http://127.0.0.1:{p}"))
+        .collect();
+    let mut children = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let url = format!("https://127.0.0.1:{client}");
+        let peer = format!("http://127.0.0.1:{peer}");
+        children.push(
+            std::process::Command::new(&binary)
+                .args(["--name", &format!("i{i}"), "--data-dir"])
+                .arg(dir.path().join(format!("i{i}")))
+                .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-token",
+                    "bench-i",
+                ])
+                .arg("--cert-file")
+                .arg(dir.path().join("server.crt"))
+                .arg("--key-file")
+                .arg(dir.path().join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(dir.path().join("ca.crt"))
+                .arg("--client-cert-auth")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        );
+    }
+    let result = async {
+        let endpoints: Vec<String> = ports.iter().map(|(c, _)| format!("https://127.0.0.1:{c}")).collect();
+        let credentials = Credentials {
+            ca_pem: Some(ca_pem.clone().into_bytes()),
+            identity: Some((client_cert.clone().into_bytes(), client_key.clone().into_bytes())),
+            ..Credentials::default()
+        };
+        let conn = Arc::new(ClusterConnection::new(
+            "bench/i",
+            endpoints.clone(),
+            HashMap::new(),
+            credentials,
+            ConnectionSettings::default(),
+        )?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let members = loop {
+            match conn.refresh_members().await {
+                Ok(m) if m.len() == 3 && conn.alarm_list().await.is_ok() => break m,
+                _ => {}
+            }
+            anyhow::ensure!(Instant::now() < deadline, "etcd 3.6 with TLS did not start");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let version = conn.status(&members[0].endpoint).await.map(|s| s.version).unwrap_or_default();
+        grant_leases(&endpoints[0], &ca_pem, (&client_cert, &client_key), LEASES).await?;
+        let runtime = Runtime::with_pooling(CallLimits::default(), Some(HOST_SLOTS))?;
+        report.push(format!(
+            "\n## I. One round of each issue-14 inspection on a 3-member etcd {version} over TLS, {LEASES} leases\n"
+        ));
+        report.push(
+            "| plugin | wasm size | etcd calls per round | answer bytes per round | round mean / p50 / p99 |".into(),
+        );
+        report.push("|---|---|---|---|---|".into());
+        for name in ["compaction", "latency", "quota", "membership", "certificates", "leases"] {
+            let size = std::fs::metadata(plugins_dir().join("bundled").join(format!("{name}.wasm")))?.len();
+            let plugin = load(&runtime, "bundled", name).await?;
+            let (mut times, mut calls, mut bytes) = (Vec::new(), 0, 0);
+            let mut state = None;
+            for _ in 0..ROUNDS {
+                let t = Instant::now();
+                let out = runtime
+                    .inspect(&plugin, conn.clone(), snapshot(members.clone()), state.clone(), &CallLimits::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                times.push(t.elapsed());
+                calls = out.etcd.calls;
+                bytes = out.etcd.bytes;
+                if out.state.is_some() {
+                    state = out.state;
+                }
+            }
+            let (mean, p50, p99) = stats(times);
+            report.push(format!(
+                "| {name} | {} KB | {calls} | {bytes} | {mean:.2?} / {p50:.2?} / {p99:.2?} |",
+                size / 1000
+            ));
+        }
+        report.push(format!(
+            "\n{ROUNDS} rounds each, one after another, through `Runtime::inspect` with the host's pooling allocator. \
+             leases asks about its default 500 leases a round (of {LEASES}); certificates makes one TLS handshake per member. \
+             Command: `BENCH_ONLY=I make bench`."
+        ));
+        Ok(())
+    }
+    .await;
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+/// Grants `n` leases (a tenth with a key) on the TLS member at `url`:
+/// the bench writes with a client of its own, the host never does.
+async fn grant_leases(url: &str, ca_pem: &str, identity: (&str, &str), n: usize) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(ca_pem))
+        .identity(etcd_client::Identity::from_pem(identity.0, identity.1));
+    let options = etcd_client::ConnectOptions::new().with_tls(tls);
+    let client = etcd_client::Client::connect([url], Some(options)).await?;
+    let granted = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = client.clone();
+            async move {
+                let lease = c.lease_grant(3600, None).await?.id();
+                if i % 10 == 0 {
+                    let options = etcd_client::PutOptions::new().with_lease(lease);
+                    c.put(format!("/bench/leased/{i}"), "x", Some(options)).await?;
+                }
+                Ok::<_, etcd_client::Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    anyhow::ensure!(granted == n, "only {granted} of {n} leases granted");
     Ok(())
 }

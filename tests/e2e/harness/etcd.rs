@@ -56,8 +56,17 @@ impl Version {
 }
 
 pub struct Member {
+    pub name: String,
     pub client_url: String,
+    peer_url: String,
     child: Child,
+}
+
+/// A member `etcdctl member add` announced, not started yet.
+pub struct AddedMember {
+    pub id: u64,
+    name: String,
+    peer_url: String,
 }
 
 pub struct EtcdCluster {
@@ -65,6 +74,16 @@ pub struct EtcdCluster {
     pub dir: tempfile::TempDir,
     pub version: Version,
     tls: Option<PathBuf>,
+    /// How every member is started (flags shared by the members).
+    launch: Launch,
+}
+
+/// The flags every member of a cluster shares.
+struct Launch {
+    scheme: &'static str,
+    token: String,
+    quota_bytes: Option<u64>,
+    extra: Vec<String>,
 }
 
 pub struct Options<'a> {
@@ -131,62 +150,35 @@ impl EtcdCluster {
             tls_dir
         });
         let ports: Vec<(u16, u16)> = (0..options.size).map(|_| (free_port(), free_port())).collect();
-        let token = format!("t{}", ports[0].0);
+        let launch = Launch {
+            scheme,
+            token: format!("t{}", ports[0].0),
+            quota_bytes: options.quota_bytes,
+            extra: options.extra,
+        };
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
-        let version = options.version;
-        let etcd = version.binary("etcd");
-        let members = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let name = format!("m{i}");
-                let client_url = format!("{scheme}://127.0.0.1:{client}");
-                let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-                let mut cmd = Command::new(&etcd);
-                cmd.args(["--name", &name])
-                    .arg("--data-dir")
-                    .arg(dir.path().join(&name))
-                    .args([
-                        "--listen-client-urls",
-                        &client_url,
-                        "--advertise-client-urls",
-                        &client_url,
-                    ])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args([
-                        "--initial-cluster",
-                        &initial.join(","),
-                        "--initial-cluster-state",
-                        "new",
-                    ])
-                    .args(["--initial-cluster-token", &token, "--logger", "zap"])
-                    .stdout(Stdio::null())
-                    .stderr(log);
-                cmd.args(&options.extra);
-                if let Some(bytes) = options.quota_bytes {
-                    cmd.arg(format!("--quota-backend-bytes={bytes}"));
-                }
-                if let Some(t) = &tls {
-                    cmd.arg("--cert-file").arg(t.join("server.crt"));
-                    cmd.arg("--key-file").arg(t.join("server.key"));
-                    cmd.arg("--trusted-ca-file").arg(t.join("ca.crt"));
-                    cmd.arg("--client-cert-auth");
-                }
-                let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", etcd.display()));
-                Member { client_url, child }
-            })
-            .collect();
-        let cluster = EtcdCluster {
-            members,
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
             dir,
-            version,
+            version: options.version,
             tls,
+            launch,
         };
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let member = cluster.spawn(
+                options.version,
+                &format!("m{i}"),
+                format!("{scheme}://127.0.0.1:{client}"),
+                format!("http://127.0.0.1:{peer}"),
+                &initial.join(","),
+                "new",
+            );
+            cluster.members.push(member);
+        }
         let endpoints = cluster.endpoints();
         wait_until("etcd members healthy", Duration::from_secs(60), async || {
             cluster
@@ -195,6 +187,119 @@ impl EtcdCluster {
         })
         .await;
         cluster
+    }
+
+    /// Starts one member process of `version` (its data under `<dir>/<name>`).
+    fn spawn(
+        &self,
+        version: Version,
+        name: &str,
+        client_url: String,
+        peer_url: String,
+        initial_cluster: &str,
+        state: &str,
+    ) -> Member {
+        let etcd = version.binary("etcd");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join(format!("{name}.log")))
+            .unwrap();
+        let mut cmd = Command::new(&etcd);
+        cmd.args(["--name", name])
+            .arg("--data-dir")
+            .arg(self.dir().join(name))
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.launch.token, "--logger", "zap"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.args(&self.launch.extra);
+        if let Some(bytes) = self.launch.quota_bytes {
+            cmd.arg(format!("--quota-backend-bytes={bytes}"));
+        }
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file").arg(t.join("server.crt"));
+            cmd.arg("--key-file").arg(t.join("server.key"));
+            cmd.arg("--trusted-ca-file").arg(t.join("ca.crt"));
+            cmd.arg("--client-cert-auth");
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", etcd.display()));
+        Member {
+            name: name.to_string(),
+            client_url,
+            peer_url,
+            child,
+        }
+    }
+
+    /// Adds a member with `etcdctl member add` (as a raft learner when
+    /// `learner`); it joins when [`Self::start_member`] starts it.
+    pub async fn add_member(&self, learner: bool) -> AddedMember {
+        let name = format!("m{}", self.members.len());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let endpoints = self.endpoints();
+        let peer_flag = format!("--peer-urls={peer_url}");
+        let mut args = vec!["--endpoints", &endpoints, "member", "add", &name, &peer_flag];
+        if learner {
+            args.push("--learner");
+        }
+        // etcd refuses a reconfiguration until every member has been
+        // connected for a few seconds ("unhealthy cluster").
+        let out = wait_until("member add accepted", Duration::from_secs(30), async || {
+            self.etcdctl(&args)
+        })
+        .await;
+        // "Member 8e9e05c52164694d added to cluster ..."
+        let id = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("member id in {out:?}"));
+        AddedMember { id, name, peer_url }
+    }
+
+    /// Starts a member added with [`Self::add_member`]; returns its index.
+    pub fn start_member(&mut self, added: AddedMember, version: Version) -> usize {
+        let client_url = format!("{}://127.0.0.1:{}", self.launch.scheme, free_port());
+        let mut initial = self.initial_cluster();
+        initial.push_str(&format!(",{}={}", added.name, added.peer_url));
+        let member = self.spawn(version, &added.name, client_url, added.peer_url, &initial, "existing");
+        self.members.push(member);
+        self.members.len() - 1
+    }
+
+    /// `name=peer-url,…` of the running members.
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Stops member `index` and starts it again on the same data with
+    /// `version`: one step of a rolling upgrade.
+    pub async fn restart_member(&mut self, index: usize, version: Version) {
+        let member = &mut self.members[index];
+        let _ = member.child.kill();
+        let _ = member.child.wait();
+        let (name, client_url, peer_url) = (member.name.clone(), member.client_url.clone(), member.peer_url.clone());
+        let initial = self.initial_cluster();
+        let restarted = self.spawn(version, &name, client_url.clone(), peer_url, &initial, "existing");
+        self.members[index] = restarted;
+        wait_until("the restarted member healthy", Duration::from_secs(60), async || {
+            self.etcdctl(&["--endpoints", &client_url, "endpoint", "health"])
+                .map(|_| ())
+        })
+        .await;
     }
 
     pub fn endpoints(&self) -> String {

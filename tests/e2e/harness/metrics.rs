@@ -1,9 +1,10 @@
-//! Reading the host's /metrics with prometheus-parse (the bench uses the
-//! same crate): samples by name and labels.
+//! Reading the host's /metrics with openmetrics-parser (the bench uses the
+//! same crate): samples by name and labels. Label values are unescaped, and
+//! may hold `=` or `,` (a certificate's subject does).
 
 use std::collections::BTreeMap;
 
-use prometheus_parse::Value;
+use openmetrics_parser::PrometheusValue;
 
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -14,20 +15,29 @@ pub struct Scrape {
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        let parsed = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
-        let samples = parsed
-            .samples
-            .into_iter()
-            .filter_map(|s| {
-                let value = match s.value {
-                    Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-                    Value::Histogram(_) | Value::Summary(_) => return None,
-                };
-                let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                Some((s.metric, labels, value))
-            })
-            .collect();
+        let exposition = openmetrics_parser::prometheus::parse_prometheus(text).expect("the Prometheus text format");
+        let mut samples = Vec::new();
+        for family in exposition.families.values() {
+            for sample in family.iter_samples() {
+                let labels: BTreeMap<String, String> = sample
+                    .get_labelset()
+                    .map(|set| set.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                let name = &family.family_name;
+                match &sample.value {
+                    PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => {
+                        samples.push((name.clone(), labels, n.as_f64()))
+                    }
+                    PrometheusValue::Counter(c) => samples.push((name.clone(), labels, c.value.as_f64())),
+                    PrometheusValue::Histogram(h) => {
+                        let sum = h.sum.as_ref().map_or(0.0, |s| s.as_f64());
+                        samples.push((format!("{name}_sum"), labels.clone(), sum));
+                        samples.push((format!("{name}_count"), labels, h.count.unwrap_or(0) as f64));
+                    }
+                    PrometheusValue::Summary(_) => {}
+                }
+            }
+        }
         Scrape { samples }
     }
 
