@@ -188,7 +188,7 @@ impl Plugin for Consistency {
         if hashing {
             match compare_hashes(&snapshot, &readings) {
                 Some(consistent) => {
-                    if let Some(hash) = readings[0].hash.as_ref() {
+                    if let Some(hash) = readings.iter().find_map(|r| r.hash.as_ref()) {
                         samples.push(Sample::new(HASH_REVISION, hash.hash_revision as f64));
                     }
                     samples.push(Sample::new(HASH_CONSISTENT, if consistent { 1.0 } else { 0.0 }));
@@ -247,21 +247,24 @@ fn lag_lower_bound(readings: &[Reading], value: impl Fn(&MemberStatus) -> u64) -
 /// members are hashed at the compact revision when all of them answer
 /// there, and at the common revision R otherwise: never compacted, etcd 3.4,
 /// or a member restarted since and no longer holding that hash.
+/// Learners refuse HashKV (they serve only Status and serializable reads),
+/// so only voting members are hashed.
 fn hash_members(readings: &mut [Reading], revision: u64) {
-    let first = readings.first().map(|r| r.member.endpoint.as_str());
-    if let Some(compact) = etcd::compact_revision(first).ok().filter(|c| *c > 0) {
-        let hashes: Vec<Option<KvHash>> = readings
+    let mut voters: Vec<&mut Reading> = readings.iter_mut().filter(|r| !r.member.is_learner).collect();
+    let first = voters.first().map(|r| r.member.endpoint.clone());
+    if let Some(compact) = etcd::compact_revision(first.as_deref()).ok().filter(|c| *c > 0) {
+        let hashes: Vec<Option<KvHash>> = voters
             .iter()
             .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
             .collect();
         if hashes.iter().all(Option::is_some) {
-            for (r, hash) in readings.iter_mut().zip(hashes) {
+            for (r, hash) in voters.iter_mut().zip(hashes) {
                 r.hash = hash;
             }
             return;
         }
     }
-    for r in readings {
+    for r in voters {
         // etcd refuses HashKV at the compact revision itself before 3.5: on
         // a cluster idle since its last compaction the common revision is
         // that one, so hash the current revision (the same one on every
@@ -281,13 +284,15 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
     }
 }
 
-/// `Some(consistent)` when every member answered HashKV with the same
+/// `Some(consistent)` when every voting member answered HashKV with the same
 /// compact revision; `None` when the comparison cannot be made.
 fn compare_hashes(snapshot: &ClusterSnapshot, readings: &[Reading]) -> Option<bool> {
-    if readings.len() < snapshot.members.len() || readings.len() < 2 {
+    let voters = snapshot.members.iter().filter(|m| !m.is_learner).count();
+    let voting: Vec<&Reading> = readings.iter().filter(|r| !r.member.is_learner).collect();
+    if voting.len() < voters || voting.len() < 2 {
         return None;
     }
-    let hashes: Vec<&KvHash> = readings.iter().map(|r| r.hash.as_ref()).collect::<Option<_>>()?;
+    let hashes: Vec<&KvHash> = voting.iter().map(|r| r.hash.as_ref()).collect::<Option<_>>()?;
     let compact = hashes[0].compact_revision;
     if hashes.iter().any(|h| h.compact_revision != compact) {
         log::info("members have different compact revisions; HashKV not comparable this round");
@@ -374,5 +379,22 @@ mod tests {
             (None, Some(1.0))
         );
         assert_eq!(s.value(MEMBER_REACHABLE, &[("member", "m2")]), Some(0.0));
+    }
+
+    #[test]
+    fn a_learner_which_refuses_hashkv_leaves_the_voters_comparable() {
+        let s = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0").leader())
+            .member(FakeMember::new(2, "m1"))
+            .member(FakeMember::new(3, "m2").learner())
+            .inspect::<Consistency>()
+            .unwrap();
+        assert_eq!(
+            (s.value(HASH_CONSISTENT, &[]), s.value(HASH_NOT_COMPARABLE, &[])),
+            (Some(1.0), Some(0.0))
+        );
+        assert_eq!(s.value(HASH_REVISION, &[]), Some(500.0));
+        // Its other readings still count.
+        assert_eq!(s.value(MEMBER_REACHABLE, &[("member", "m2")]), Some(1.0));
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! `inspection_etcd_read_latency_seconds{member, kind="serializable"|"linearizable"}`.
 //!
-//! A member that does not answer loses its series for the round (and the
-//! log says why); the round fails only when no member answered.
+//! A learner, which serves only serializable reads, has only those. A
+//! member that does not answer loses its series for the round (and the log
+//! says why); the round fails only when no member answered.
 
 use etcd_inspector_sdk::{etcd, export_plugin, gauge, log, ClusterSnapshot, Plugin, PluginInfo, Sample};
 
@@ -33,7 +34,13 @@ impl Plugin for Latency {
             } else {
                 member.name.clone()
             };
-            for (kind, serializable) in [("serializable", true), ("linearizable", false)] {
+            // A learner serves only serializable reads.
+            let kinds: &[(&str, bool)] = if member.is_learner {
+                &[("serializable", true)]
+            } else {
+                &[("serializable", true), ("linearizable", false)]
+            };
+            for &(kind, serializable) in kinds {
                 match etcd::read_latency(&member.endpoint, serializable) {
                     Ok(micros) => samples.push(
                         Sample::new(READ_LATENCY, micros as f64 / 1e6)
@@ -78,5 +85,21 @@ mod tests {
     fn no_answer_at_all_is_a_failed_round() {
         let cluster = FakeCluster::new("prod").member(FakeMember::new(1, "m0").unreachable());
         assert!(cluster.inspect::<Latency>().is_err());
+    }
+
+    #[test]
+    fn a_learner_is_timed_only_on_the_reads_it_serves() {
+        let s = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0").leader())
+            .member(FakeMember::new(2, "m1").learner().latency(100, 0))
+            .inspect::<Latency>()
+            .unwrap();
+        let value = |member: &str, kind: &str| s.value(READ_LATENCY, &[("member", member), ("kind", kind)]);
+        assert_eq!(value("m1", "serializable"), Some(0.0001));
+        assert_eq!(value("m1", "linearizable"), None);
+        let (_, logs) = FakeCluster::new("prod")
+            .member(FakeMember::new(2, "m1").learner())
+            .run_state::<Latency>();
+        assert!(logs.is_empty(), "a learner's refusal is not a failure: {logs:?}");
     }
 }
