@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="${PLUGIN_OUT:-$target_dir/plugins}"
-bundled=(healthy alarm consistency request compaction latency)
+bundled=(healthy alarm consistency request compaction latency quota membership certificates leases)
 examples=(db-quota)
 fixtures=(spin greedy membomb panicker noop wit-next wit-patch)
 args=()

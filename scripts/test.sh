@@ -20,7 +20,7 @@ if ! wait "$tools"; then
   exit 1
 fi
 cargo test -p etcd-inspector "$@"
-cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p compaction -p latency -p db-quota "$@"
+cargo test -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p compaction -p latency -p quota -p membership -p certificates -p leases -p db-quota "$@"
 # The plugin template builds out of the box, passes its test and is accepted.
 template=templates/plugin/Cargo.toml
 cargo test --quiet --manifest-path "$template"

@@ -167,12 +167,15 @@ async fn real_faults_fire_the_shipped_alerts_in_prometheus_and_they_resolve() {
 /// Prometheus scraping a real host, and names only metrics the host exports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_series_from_a_real_host() {
+    use crate::harness::certs::Pki;
     use crate::harness::etcd::{EtcdCluster, Options};
-    use crate::harness::host::{cluster_manifest, Host};
+    use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
     use crate::harness::plugin_file;
     use crate::harness::prometheus::Prometheus;
 
-    let etcd = EtcdCluster::start(Options::new(3)).await;
+    use etcd_client::PutOptions;
+
+    let mut etcd = EtcdCluster::start(Options::new(3)).await;
     let mut client = etcd.client().await;
     for i in 0..5 {
         client
@@ -180,32 +183,81 @@ async fn every_dashboard_query_returns_series_from_a_real_host() {
             .await
             .unwrap();
     }
-    let gates = "healthy=true,alarm=true,consistency=true,request=true,compaction=true,latency=true,db-quota=true";
-    let manifests = [(
-        "cluster.yaml",
-        cluster_manifest(
-            "prod",
-            &[
-                ("importedAddr", &etcd.members[0].client_url),
-                ("featureGates", gates),
-                ("request", r#"{"path":"/registry/"}"#),
-            ],
+    // Leases, one with a key, for the leases row.
+    for ttl in [600, 3600] {
+        let lease = client.lease_grant(ttl, None).await.unwrap().id();
+        if ttl == 600 {
+            let options = PutOptions::new().with_lease(lease);
+            client.put("/leased", "x", Some(options)).await.unwrap();
+        }
+    }
+    // A learner, started, for the membership row's learner panel.
+    let learner = etcd.add_member(true).await;
+    etcd.start_member(learner, etcd.version);
+    // A TLS cluster of its own for the certificates row.
+    let pki = Pki::new("dashboard-ca");
+    let secure = EtcdCluster::start(Options::new(1).tls(&pki)).await;
+    let certs = secure.dir().join("certs");
+    pki.write_cert_dir(&certs, &pki.ca.cert);
+    let gates =
+        "healthy=true,alarm=true,consistency=true,request=true,compaction=true,latency=true,quota=true,membership=true,leases=true";
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest(
+                "prod",
+                &[
+                    ("importedAddr", &etcd.members[0].client_url),
+                    ("featureGates", gates),
+                    ("request", r#"{"path":"/registry/"}"#),
+                    // Growth over 30 s instead of hours, so the quota's
+                    // projection has series while the writer below writes.
+                    ("etcd-inspector.io/quota-growth-window-seconds", "30"),
+                ],
+            ),
         ),
-    )];
-    let mut plugins: Vec<_> = ["healthy", "alarm", "consistency", "request", "compaction", "latency"]
-        .iter()
-        .map(|p| plugin_file("bundled", p))
-        .collect();
-    plugins.push(plugin_file("examples", "db-quota"));
-    let host = Host::start(&plugins, &manifests, &[]).await;
+        // Rounds every second (its default is a minute), so the growth
+        // projection has history within the test.
+        ("quota.yaml", inspection_manifest("prod", "quota", 1)),
+        (
+            "secure.yaml",
+            cluster_manifest(
+                "secure",
+                &[
+                    ("importedAddr", &secure.members[0].client_url),
+                    ("certName", certs.to_str().unwrap()),
+                    ("featureGates", "certificates=true"),
+                ],
+            ),
+        ),
+    ];
+    let plugins: Vec<_> = [
+        "healthy",
+        "alarm",
+        "consistency",
+        "request",
+        "compaction",
+        "latency",
+        "quota",
+        "membership",
+        "certificates",
+        "leases",
+    ]
+    .iter()
+    .map(|p| plugin_file("bundled", p))
+    .collect();
+    let host = Host::start(&plugins, &manifests, &["--allow-cert-dirs-outside-manifests"]).await;
     let prometheus = Prometheus::start(host.base_url.trim_start_matches("http://")).await;
-    // Writes while Prometheus watches, so write rates are not zero.
+    // Writes while Prometheus watches, so write rates are not zero and the
+    // database file grows (32 KiB values kept as history).
     let writer = tokio::spawn(async move {
-        for i in 0..600u32 {
+        let value = vec![b'x'; 32 * 1024];
+        for i in 0..3000u32 {
             let _ = client
                 .put(format!("/registry/pods/default/w{}", i % 20), "x", None)
                 .await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = client.put(format!("/bulk/{}", i % 20), value.clone(), None).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
     });
 
@@ -221,7 +273,7 @@ async fn every_dashboard_query_returns_series_from_a_real_host() {
                 .as_str()
                 .unwrap()
                 .replace("${inspection}", "inspection")
-                .replace("$cluster", "prod")
+                .replace("$cluster", "prod|secure")
         })
         .collect();
     assert!(exprs.len() >= 15, "{exprs:?}");

@@ -33,9 +33,9 @@ fn check_describes_a_plugin_and_rejects_junk_with_the_reason() {
     let (ok, out, _) = inspector(&["plugin", "check", db_quota.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("name:      db-quota"), "{out}");
-    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.1"), "{out}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.2"), "{out}");
     assert!(
-        out.contains("inspection_etcd_defrag_recommended gauge {clusterName,endpoint,rule}"),
+        out.contains("example_db_quota_usage_ratio gauge {clusterName,endpoint}"),
         "{out}"
     );
 
@@ -66,7 +66,7 @@ async fn run_inspects_a_real_cluster_and_the_first_contract_still_runs() {
     let (ok, out, err) = inspector(&["plugin", "run", db_quota.to_str().unwrap(), "--manifest", manifest]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("inspection_etcd_db_size_bytes{clusterName=\"prod\",endpoint=\"127.0.0.1\"}"),
+        out.contains("example_db_size_bytes{clusterName=\"prod\",endpoint=\"127.0.0.1\"}"),
         "{out}"
     );
 
