@@ -57,6 +57,11 @@ fn tls_channel(
                 .to_string();
             let port = uri.port_u16().unwrap_or(2379);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            // As tonic does for its own connections: with Nagle's algorithm
+            // on, a small request waited for the server's delayed ACK, 40 ms
+            // a call (bench I: LeaseTimeToLive took 44 ms over TLS, 2 ms
+            // over plain http).
+            tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from(host)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let stream = connector.connect(name, tcp).await?;
