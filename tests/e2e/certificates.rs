@@ -96,14 +96,8 @@ async fn certificates_that_expire_in_minutes_count_down_and_a_wrong_name_is_repo
             (in_ten_minutes(server) && in_ten_minutes(client))
                 .then_some(s.clone())
                 .ok_or(format!(
-                    "server {server:?}, client {client:?}; {}",
-                    host.get("/metrics")
-                        .await
-                        .unwrap()
-                        .lines()
-                        .filter(|l| l.contains("certificate"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    "server {server:?}, client {client:?}; {:?}",
+                    s.all(EXPIRY, &[])
                 ))
         },
     )
@@ -112,6 +106,15 @@ async fn certificates_that_expire_in_minutes_count_down_and_a_wrong_name_is_repo
         scrape.get(TRUSTED, &[("clusterName", "secure"), ("member", "m0"), ("reason", "")]),
         Some(1.0),
         "the inspector's own connection is verified"
+    );
+    let info = scrape.all(
+        "inspection_etcd_certificate_info",
+        &[("clusterName", "secure"), ("kind", "server")],
+    );
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(
+        (info[0].0["issuer"].as_str(), info[0].0["sans"].as_str()),
+        ("CN=cluster-ca", "localhost,127.0.0.1")
     );
     assert_eq!(
         scrape.get(

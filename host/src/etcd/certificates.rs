@@ -161,6 +161,8 @@ pub async fn server_certificates(
 #[derive(Debug)]
 struct Recorder {
     provider: Arc<CryptoProvider>,
+    /// Checks the handshake signatures (and nothing of the chain).
+    signatures: tls::AcceptAnyServer,
     /// The cluster's verification; `Err` says why there is none to pass
     /// (no CA), `Ok(None)` that the cluster opted out.
     verifier: Result<Option<Arc<WebPkiServerVerifier>>, String>,
@@ -184,6 +186,7 @@ impl Recorder {
             }
         };
         Ok(Recorder {
+            signatures: tls::AcceptAnyServer(provider.clone()),
             provider,
             verifier,
             seen: Mutex::new(None),
@@ -216,13 +219,14 @@ impl ServerCertVerifier for Recorder {
         Ok(ServerCertVerified::assertion())
     }
 
+    // The handshake's own signatures are checked as for any server.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -231,11 +235,11 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 

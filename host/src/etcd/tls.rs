@@ -77,7 +77,7 @@ const RESUMABLE_SERVERS: usize = 16;
 /// Accepts any server certificate, but still checks the handshake
 /// signatures: used only for clusters that opted out explicitly.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<CryptoProvider>);
+pub(super) struct AcceptAnyServer(pub(super) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(

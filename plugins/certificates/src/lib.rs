@@ -7,6 +7,9 @@
 //!   seconds until each presented certificate's not-after (negative once
 //!   expired); `kind` is `server` (the member's own), `intermediate` or
 //!   `ca` (a CA certificate the member sends along).
+//! - `inspection_etcd_certificate_info{member,kind,subject,issuer,serial,sans}`:
+//!   1 for each presented certificate, naming it (a renewal shows as a new
+//!   serial); `sans` lists its DNS names and IP addresses, comma separated.
 //! - `inspection_etcd_client_certificate_expiry_seconds{kind,subject}`: the
 //!   same for the host's client certificate chain (`kind` `client`, …).
 //! - `inspection_etcd_certificate_trusted{member,reason}`: 1 when the host
@@ -26,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use etcd_inspector_sdk::{etcd, export_plugin, gauge, log, Certificate, ClusterSnapshot, Plugin, PluginInfo, Sample};
 
 const EXPIRY: &str = "inspection_etcd_certificate_expiry_seconds";
+const INFO: &str = "inspection_etcd_certificate_info";
 const CLIENT_EXPIRY: &str = "inspection_etcd_client_certificate_expiry_seconds";
 const TRUSTED: &str = "inspection_etcd_certificate_trusted";
 const COVERS: &str = "inspection_etcd_certificate_covers_url";
@@ -39,6 +43,11 @@ impl Plugin for Certificates {
                 EXPIRY,
                 "Seconds until the certificate a member presents expires (negative: expired)",
                 &["member", "kind", "subject"],
+            ))
+            .metric(gauge(
+                INFO,
+                "1 for each certificate a member presents, labelled with its names and serial",
+                &["member", "kind", "subject", "issuer", "serial", "sans"],
             ))
             .metric(gauge(
                 CLIENT_EXPIRY,
@@ -100,6 +109,21 @@ impl Plugin for Certificates {
                         .label("member", label.clone())
                         .label("kind", kind)
                         .label("subject", cert.subject.clone()),
+                );
+                let sans: Vec<&str> = cert
+                    .dns_names
+                    .iter()
+                    .chain(&cert.ip_addresses)
+                    .map(String::as_str)
+                    .collect();
+                samples.push(
+                    Sample::new(INFO, 1.0)
+                        .label("member", label.clone())
+                        .label("kind", kind)
+                        .label("subject", cert.subject.clone())
+                        .label("issuer", cert.issuer.clone())
+                        .label("serial", cert.serial.clone())
+                        .label("sans", sans.join(",")),
                 );
             }
             let trusted = presented.verify_error.is_none();
@@ -204,6 +228,20 @@ mod tests {
             .unwrap();
         assert!(client < 0.0, "expired 50 s ago: {client}");
         assert_eq!(s.value(TRUSTED, &[("member", "m0"), ("reason", "")]), Some(1.0));
+        assert_eq!(
+            s.value(
+                INFO,
+                &[
+                    ("member", "m0"),
+                    ("kind", "server"),
+                    ("subject", "CN=etcd-0"),
+                    ("issuer", "CN=test-ca"),
+                    ("serial", "01"),
+                    ("sans", "10.0.0.1")
+                ]
+            ),
+            Some(1.0)
+        );
         assert_eq!(
             s.value(COVERS, &[("member", "m0"), ("url", "https://10.0.0.1:2379")]),
             Some(1.0)
