@@ -26,3 +26,16 @@ template=templates/plugin/Cargo.toml
 cargo test --quiet --manifest-path "$template"
 cargo build --quiet --manifest-path "$template" --release --target wasm32-wasip2
 cargo run --quiet -p etcd-inspector -- plugin check "${CARGO_TARGET_DIR:-templates/plugin/target}/wasm32-wasip2/release/my_inspection.wasm"
+# The SDK stands alone: packaged as it would be published, unpacked in an
+# empty directory outside the workspace, the template built against it.
+outside="$(mktemp -d)"
+trap 'rm -rf "$outside"' EXIT
+cargo package --quiet --no-verify --allow-dirty -p etcd-inspector-sdk
+sdk_version="$(sed -n 's/^version = "\(.*\)"/\1/p' sdk/Cargo.toml | head -1)"
+tar -xzf "${CARGO_TARGET_DIR:-target}/package/etcd-inspector-sdk-$sdk_version.crate" -C "$outside"
+cp -r templates/plugin "$outside/plugin"
+rm -rf "$outside/plugin/target"
+sed -i "s|^etcd-inspector-sdk = { path = .*|etcd-inspector-sdk = { path = \"../etcd-inspector-sdk-$sdk_version\" }|" "$outside/plugin/Cargo.toml"
+cargo test --quiet --manifest-path "$outside/plugin/Cargo.toml"
+cargo build --quiet --manifest-path "$outside/plugin/Cargo.toml" --release --target wasm32-wasip2
+cargo run --quiet -p etcd-inspector -- plugin check "${CARGO_TARGET_DIR:-$outside/plugin/target}/wasm32-wasip2/release/my_inspection.wasm"

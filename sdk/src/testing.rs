@@ -405,9 +405,10 @@ fn check<P: Plugin>(samples: Vec<Sample>) -> Vec<Sample> {
         names.sort();
         let mut declared: Vec<&str> = desc.labels.iter().map(String::as_str).collect();
         declared.sort();
-        assert_eq!(
-            names, declared,
-            "sample of {:?}: labels differ from describe() (clusterName is added by the host)",
+        assert!(
+            names == declared,
+            "sample of {:?}: labels {names:?} sent, {declared:?} declared in describe() \
+             (clusterName is added by the host); the host would reject the whole round",
             s.metric
         );
         assert!(
@@ -678,5 +679,45 @@ pub(crate) mod fake {
         pub fn log(level: &str, message: &str) {
             with(|c| c.logs.push(format!("{level}: {message}")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{gauge, PluginInfo};
+
+    struct WrongLabels;
+
+    impl Plugin for WrongLabels {
+        fn describe() -> PluginInfo {
+            PluginInfo::new("wrong", "0.1.0").metric(gauge("wrong_total", "h", &["member"]))
+        }
+
+        fn inspect(_: ClusterSnapshot) -> Result<Vec<Sample>, String> {
+            Ok(vec![Sample::new("wrong_total", 1.0).label("endpoint", "x")])
+        }
+    }
+
+    #[test]
+    #[should_panic(
+        expected = r#"sample of "wrong_total": labels ["endpoint"] sent, ["member"] declared in describe()"#
+    )]
+    fn a_label_mismatch_names_what_was_sent_and_what_is_declared() {
+        let _ = FakeCluster::new("prod").inspect::<WrongLabels>();
+    }
+
+    #[test]
+    fn a_learner_refuses_what_etcd_learners_refuse() {
+        let cluster = FakeCluster::new("prod").member(FakeMember::new(1, "m0").learner());
+        let (answers, _) = cluster.with_installed(|| {
+            (
+                fake::etcd::hash_kv("https://10.0.0.1:2379", 0).is_err(),
+                fake::etcd::read_latency("https://10.0.0.1:2379", false).is_err(),
+                fake::etcd::read_latency("https://10.0.0.1:2379", true).is_ok(),
+                fake::etcd::status("https://10.0.0.1:2379").is_ok_and(|s| s.is_learner),
+            )
+        });
+        assert_eq!(answers, (true, true, true, true));
     }
 }
