@@ -720,4 +720,28 @@ mod tests {
         });
         assert_eq!(answers, (true, true, true, true));
     }
+
+    /// Every record, enum and variant of the contract, and each of their
+    /// fields and cases, carries a doc comment: wit-bindgen turns them into
+    /// the rustdoc of the types a plugin sees.
+    #[test]
+    fn every_type_and_field_of_the_contract_is_documented() {
+        let wit = include_str!("../wit/plugin.wit");
+        let lines: Vec<&str> = wit.lines().map(str::trim).collect();
+        let mut undocumented = Vec::new();
+        for (i, line) in lines.iter().enumerate().skip(1) {
+            let declares = ["record ", "enum ", "variant "].iter().any(|k| line.starts_with(k));
+            let item = line.ends_with(',')
+                && line.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && !line.starts_with("use ");
+            if (declares || item) && !lines[i - 1].starts_with("///") {
+                undocumented.push(format!("line {}: {line}", i + 1));
+            }
+        }
+        assert!(
+            undocumented.is_empty(),
+            "undocumented in plugin.wit:\n{}",
+            undocumented.join("\n")
+        );
+    }
 }
