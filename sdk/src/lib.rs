@@ -438,6 +438,17 @@ impl ClusterSnapshot {
         authority.split('/').next().unwrap_or(authority).to_string()
     }
 
+    /// The `member` label the bundled plugins use for `member`: its name,
+    /// or [`Self::endpoint_label`] for a member that has none yet (or an
+    /// `importedAddr` endpoint standing in for members never listed).
+    pub fn member_label(&self, member: &Member) -> String {
+        if member.name.is_empty() {
+            self.endpoint_label(member)
+        } else {
+            member.name.clone()
+        }
+    }
+
     /// The value of parameter `key` (a cluster annotation or inspection
     /// setting), if set.
     ///

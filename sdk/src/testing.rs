@@ -744,4 +744,14 @@ mod tests {
             undocumented.join("\n")
         );
     }
+
+    #[test]
+    fn a_member_is_labelled_by_name_or_else_by_endpoint() {
+        let snapshot = FakeCluster::new("prod")
+            .member(FakeMember::new(1, "m0"))
+            .member(FakeMember::new(2, ""))
+            .snapshot();
+        assert_eq!(snapshot.member_label(&snapshot.members[0]), "m0");
+        assert_eq!(snapshot.member_label(&snapshot.members[1]), "10.0.0.2");
+    }
 }

@@ -88,11 +88,7 @@ impl Plugin for Certificates {
             if !member.endpoint.starts_with("https://") {
                 continue;
             }
-            let label = if member.name.is_empty() {
-                snapshot.endpoint_label(member)
-            } else {
-                member.name.clone()
-            };
+            let label = snapshot.member_label(member);
             let presented = match etcd::server_certificates(&member.endpoint) {
                 Ok(p) => p,
                 Err(e) => {

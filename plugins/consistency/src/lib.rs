@@ -102,11 +102,7 @@ impl Plugin for Consistency {
         let mut readings = Vec::new();
         let mut failures = Vec::new();
         for member in &snapshot.members {
-            let label = if member.name.is_empty() {
-                snapshot.endpoint_label(member)
-            } else {
-                member.name.clone()
-            };
+            let label = snapshot.member_label(member);
             match etcd::status(&member.endpoint) {
                 Ok(first) => {
                     readings.push(Reading {

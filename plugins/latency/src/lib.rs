@@ -29,11 +29,7 @@ impl Plugin for Latency {
         let mut samples = Vec::new();
         let mut failures = Vec::new();
         for member in &snapshot.members {
-            let label = if member.name.is_empty() {
-                snapshot.endpoint_label(member)
-            } else {
-                member.name.clone()
-            };
+            let label = snapshot.member_label(member);
             // A learner serves only serializable reads.
             let kinds: &[(&str, bool)] = if member.is_learner {
                 &[("serializable", true)]

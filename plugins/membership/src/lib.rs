@@ -109,11 +109,7 @@ impl Plugin for Membership {
         let mut answers = Vec::new();
         let mut first_view: Option<Vec<Member>> = None;
         for member in &snapshot.members {
-            let label = if member.name.is_empty() {
-                snapshot.endpoint_label(member)
-            } else {
-                member.name.clone()
-            };
+            let label = snapshot.member_label(member);
             let status = match etcd::status(&member.endpoint) {
                 Ok(s) => s,
                 Err(e) => {
