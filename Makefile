@@ -22,7 +22,7 @@ fmt:
 clippy:
 	./scripts/setup.sh
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p compaction -p latency -p quota -p membership -p certificates -p leases -p db-quota -p spin -p greedy -p membomb -p panicker -p noop -p wit-next -p wit-patch -- -D warnings
+	cargo clippy --target wasm32-wasip2 -p etcd-inspector-sdk -p healthy -p alarm -p consistency -p request -p compaction -p latency -p quota -p membership -p certificates -p leases -p db-quota -p spin -p greedy -p membomb -p panicker -p noop -p mislabel -p wit-next -p wit-patch -- -D warnings
 
 # Regenerates deploy/crds.yaml from the Rust types (a test fails when it drifts).
 crds:

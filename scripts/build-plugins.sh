@@ -7,7 +7,7 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="${PLUGIN_OUT:-$target_dir/plugins}"
 bundled=(healthy alarm consistency request compaction latency quota membership certificates leases)
 examples=(db-quota)
-fixtures=(spin greedy membomb panicker noop wit-next wit-patch)
+fixtures=(spin greedy membomb panicker noop mislabel wit-next wit-patch)
 args=()
 for p in "${bundled[@]}" "${examples[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
 cargo build --quiet --profile plugin --target wasm32-wasip2 "${args[@]}"

@@ -1,5 +1,6 @@
 //! `etcd-inspector plugin check|run`: the real artefact, outside the
-//! scheduler, for plugin authors.
+//! scheduler, for plugin authors. Both go through [`Invocation`], so the
+//! samples are checked exactly as the host checks them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,14 +8,60 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::cluster::manifests;
+use crate::cluster::{manifests, ClusterKey};
 use crate::controllers::invocation::{self, Invocation, Work};
-use crate::etcd::ConnectionSettings;
+use crate::etcd::{ConnectionSettings, EtcdReads, FakeEtcd, WatchEvent, FAKE_REVISION};
 use crate::metrics::{MetricKind, Metrics};
 use crate::runtime::{LoadedPlugin, Outcome, Runtime};
 
+/// Loads and validates a plugin as the host would, describes it, and runs
+/// it once against [`FakeEtcd`] (a census and a batch of events too, for a
+/// watching plugin) with `params` as the cluster's annotations: a plugin
+/// whose samples the host would reject fails here, not in production.
+pub async fn check(
+    runtime: &Runtime,
+    file: &Path,
+    params: &[(String, String)],
+) -> anyhow::Result<(LoadedPlugin, String)> {
+    let (plugin, mut out) = describe(runtime, file).await?;
+    let fake: Arc<dyn EtcdReads> = Arc::new(FakeEtcd::default());
+    let cluster = ClusterKey {
+        namespace: "default".into(),
+        name: "fake".into(),
+    };
+    let mut rounds = match invocation::watch_prefix(&plugin, params) {
+        Some((prefix, _)) => {
+            let key = format!("{prefix}etcd-inspector-check").into_bytes();
+            let put = |deleted| WatchEvent {
+                deleted,
+                key: key.clone(),
+                create_revision: FAKE_REVISION + 1,
+                mod_revision: FAKE_REVISION + 1 + u64::from(deleted),
+            };
+            let census = Work::Census {
+                prefix,
+                revision: FAKE_REVISION,
+            };
+            vec![
+                ("census", census),
+                ("events", Work::Events(vec![put(false), put(true)])),
+            ]
+        }
+        None => vec![("inspect", Work::Inspect)],
+    };
+    let metrics = Metrics::new("");
+    metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
+    for (what, work) in rounds.drain(..) {
+        let samples = invoke(runtime, &metrics, &plugin, &cluster, &fake, params, work)
+            .await
+            .with_context(|| format!("{}: {what} on a fake cluster", file.display()))?;
+        let _ = writeln!(out, "  {what:<9}  ok on a fake 3-member etcd 3.6 cluster: {samples}");
+    }
+    Ok((plugin, out))
+}
+
 /// Loads and validates a plugin as the host would; describes it.
-pub async fn check(runtime: &Runtime, file: &Path) -> anyhow::Result<(LoadedPlugin, String)> {
+async fn describe(runtime: &Runtime, file: &Path) -> anyhow::Result<(LoadedPlugin, String)> {
     let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
     let plugin = runtime
         .load(bytes)
@@ -53,7 +100,7 @@ pub async fn run(
     cluster: Option<&str>,
     connection: ConnectionSettings,
 ) -> anyhow::Result<String> {
-    let (plugin, _) = check(runtime, file).await?;
+    let (plugin, _) = describe(runtime, file).await?;
     let base = manifest.parent().unwrap_or(Path::new("."));
     let set = manifests::read_files(&[manifest.to_path_buf()], base, true);
     for e in &set.errors {
@@ -85,13 +132,38 @@ pub async fn run(
     };
     let metrics = Metrics::new("");
     metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
+    let conn: Arc<dyn EtcdReads> = conn;
+    invoke(runtime, &metrics, &plugin, &config.key, &conn, &config.params, work).await?;
+    let text = metrics.render();
+    Ok(text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("etcd_inspector_")
+                && !l.starts_with("# HELP etcd_inspector_")
+                && !l.starts_with("# TYPE etcd_inspector_")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
+/// One call through the host's own path; the sample count, or why the host
+/// would not take the round.
+async fn invoke(
+    runtime: &Runtime,
+    metrics: &Metrics,
+    plugin: &LoadedPlugin,
+    cluster: &ClusterKey,
+    connection: &Arc<dyn EtcdReads>,
+    params: &[(String, String)],
+    work: Work,
+) -> anyhow::Result<String> {
     let done = Invocation {
         runtime,
-        metrics: &metrics,
-        plugin: &plugin,
-        cluster: &config.key,
-        connection: &conn,
-        params: &config.params,
+        metrics,
+        plugin,
+        cluster,
+        connection,
+        params,
         limits: runtime.limits().clone(),
         state: None,
         log_gate: None,
@@ -104,14 +176,5 @@ pub async fn run(
     if done.outcome != Outcome::Ok {
         bail!("inspection failed: {}: {}", done.outcome.as_str(), done.message);
     }
-    let text = metrics.render();
-    Ok(text
-        .lines()
-        .filter(|l| {
-            !l.starts_with("etcd_inspector_")
-                && !l.starts_with("# HELP etcd_inspector_")
-                && !l.starts_with("# TYPE etcd_inspector_")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect())
+    Ok(done.message)
 }

@@ -51,6 +51,42 @@ pub struct FakeMember {
     /// Knows no leader, whatever the others say.
     leaderless: bool,
     certificates: PresentedCertificates,
+    /// Calls this member fails (`None`: every call addressed to it).
+    failures: Vec<(Option<Call>, EtcdError)>,
+    /// Its own compaction, where it differs from the cluster's.
+    compact_revision: Option<u64>,
+}
+
+/// An etcd call of the contract, named to make it fail in a [`FakeMember`]
+/// ([`FakeMember::fails`]) or a [`FakeCluster`] ([`FakeCluster::fails`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// [`crate::etcd::member_list`].
+    MemberList,
+    /// [`crate::etcd::status`].
+    Status,
+    /// [`crate::etcd::status_details`].
+    StatusDetails,
+    /// [`crate::etcd::health`].
+    Health,
+    /// [`crate::etcd::alarm_list`].
+    AlarmList,
+    /// [`crate::etcd::count`].
+    Count,
+    /// [`crate::etcd::keys`].
+    Keys,
+    /// [`crate::etcd::hash_kv`].
+    HashKv,
+    /// [`crate::etcd::read_latency`].
+    ReadLatency,
+    /// [`crate::etcd::member_list_at`].
+    MemberListAt,
+    /// [`crate::etcd::server_certificates`].
+    ServerCertificates,
+    /// [`crate::etcd::lease_ids`].
+    LeaseIds,
+    /// [`crate::etcd::lease_time_to_live`].
+    LeaseTimeToLive,
 }
 
 impl FakeMember {
@@ -93,6 +129,8 @@ impl FakeMember {
                 chain: Vec::new(),
                 verify_error: None,
             },
+            failures: Vec::new(),
+            compact_revision: None,
             details: MemberStatusDetails {
                 member_id: id,
                 db_size_quota: None,
@@ -226,6 +264,28 @@ impl FakeMember {
         self
     }
 
+    /// `call` addressed to this member fails with `error` (any variant:
+    /// `Compacted`, `PermissionDenied`, `UnknownEndpoint`, ...); its other
+    /// calls answer as before.
+    pub fn fails(mut self, call: Call, error: EtcdError) -> Self {
+        self.failures.push((Some(call), error));
+        self
+    }
+
+    /// Every call addressed to this member fails with `error`.
+    pub fn fails_every_call(mut self, error: EtcdError) -> Self {
+        self.failures.push((None, error));
+        self
+    }
+
+    /// This member's history is compacted at `revision`, whatever the
+    /// cluster's (a member that has not applied the latest compaction, or
+    /// one that applied a newer one): its `count` and `hash_kv` go by it.
+    pub fn compacted(mut self, revision: u64) -> Self {
+        self.compact_revision = Some(revision);
+        self
+    }
+
     /// Every call to this member times out.
     pub fn unreachable(mut self) -> Self {
         let e = EtcdError::Timeout(format!("{}: no answer", self.member.endpoint));
@@ -270,6 +330,7 @@ pub struct FakeCluster {
     compact_revision: u64,
     leases: BTreeMap<i64, LeaseInfo>,
     client_certificates: Vec<Certificate>,
+    failures: Vec<(Call, EtcdError)>,
 }
 
 thread_local! {
@@ -331,6 +392,14 @@ impl FakeCluster {
                 keys,
             },
         );
+        self
+    }
+
+    /// `call` fails with `error` whichever member it is addressed to (the
+    /// way to fail the calls that name no member: `MemberList`,
+    /// `AlarmList`, `Keys`, `LeaseIds`, `LeaseTimeToLive`).
+    pub fn fails(mut self, call: Call, error: EtcdError) -> Self {
+        self.failures.push((call, error));
         self
     }
 
@@ -467,17 +536,35 @@ fn member(c: &FakeCluster, endpoint: &str) -> Result<FakeMember, EtcdError> {
         .ok_or_else(|| EtcdError::UnknownEndpoint(endpoint.into()))
 }
 
+/// The failure set up for `call` (to `endpoint`, if it names a member).
+fn failure(c: &FakeCluster, call: Call, endpoint: Option<&str>) -> Result<(), EtcdError> {
+    if let Some((_, e)) = c.failures.iter().find(|(k, _)| *k == call) {
+        return Err(e.clone());
+    }
+    let Some(m) = endpoint.and_then(|ep| c.members.iter().find(|m| m.member.endpoint == ep)) else {
+        return Ok(());
+    };
+    match m.failures.iter().find(|(k, _)| k.is_none_or(|k| k == call)) {
+        Some((_, e)) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
 /// Native stand-ins for the host's imports (same signatures).
 pub(crate) mod fake {
     pub mod etcd {
         use super::super::*;
 
         pub fn member_list() -> Result<Vec<Member>, EtcdError> {
-            with(|c| Ok(c.members.iter().map(|m| m.member.clone()).collect()))
+            with(|c| {
+                failure(c, Call::MemberList, None)?;
+                Ok(c.members.iter().map(|m| m.member.clone()).collect())
+            })
         }
 
         pub fn status(endpoint: &str) -> Result<MemberStatus, EtcdError> {
             with(|c| {
+                failure(c, Call::Status, Some(endpoint))?;
                 let mut status = member(c, endpoint)?.status?;
                 for a in &c.alarms {
                     let kind = match a.alarm {
@@ -499,6 +586,7 @@ pub(crate) mod fake {
 
         pub fn status_details(endpoint: &str) -> Result<MemberStatusDetails, EtcdError> {
             with(|c| {
+                failure(c, Call::StatusDetails, Some(endpoint))?;
                 let m = member(c, endpoint)?;
                 m.status?;
                 Ok(m.details)
@@ -507,6 +595,7 @@ pub(crate) mod fake {
 
         pub fn read_latency(endpoint: &str, serializable: bool) -> Result<u64, EtcdError> {
             with(|c| {
+                failure(c, Call::ReadLatency, Some(endpoint))?;
                 let m = member(c, endpoint)?;
                 m.status.as_ref().map_err(Clone::clone)?;
                 if !serializable {
@@ -526,6 +615,7 @@ pub(crate) mod fake {
 
         pub fn member_list_at(endpoint: &str) -> Result<Vec<Member>, EtcdError> {
             with(|c| {
+                failure(c, Call::MemberListAt, Some(endpoint))?;
                 let m = member(c, endpoint)?;
                 m.status?;
                 Ok(c.members
@@ -538,6 +628,7 @@ pub(crate) mod fake {
 
         pub fn server_certificates(endpoint: &str) -> Result<PresentedCertificates, EtcdError> {
             with(|c| {
+                failure(c, Call::ServerCertificates, Some(endpoint))?;
                 let m = member(c, endpoint)?;
                 m.status?;
                 Ok(m.certificates)
@@ -549,11 +640,15 @@ pub(crate) mod fake {
         }
 
         pub fn lease_ids() -> Result<Vec<i64>, EtcdError> {
-            with(|c| Ok(c.leases.keys().copied().collect()))
+            with(|c| {
+                failure(c, Call::LeaseIds, None)?;
+                Ok(c.leases.keys().copied().collect())
+            })
         }
 
         pub fn lease_time_to_live(id: i64, with_keys: bool) -> Result<LeaseInfo, EtcdError> {
             with(|c| {
+                failure(c, Call::LeaseTimeToLive, None)?;
                 let mut lease = c.leases.get(&id).cloned().unwrap_or(LeaseInfo {
                     id,
                     ttl: -1,
@@ -568,11 +663,15 @@ pub(crate) mod fake {
         }
 
         pub fn alarm_list() -> Result<Vec<Alarm>, EtcdError> {
-            with(|c| Ok(c.alarms.clone()))
+            with(|c| {
+                failure(c, Call::AlarmList, None)?;
+                Ok(c.alarms.clone())
+            })
         }
 
         pub fn health(endpoint: &str) -> Result<MemberHealth, EtcdError> {
             with(|c| {
+                failure(c, Call::Health, Some(endpoint))?;
                 let health = member(c, endpoint)?.health?;
                 Ok(if c.alarms.is_empty() {
                     health
@@ -586,9 +685,9 @@ pub(crate) mod fake {
         }
 
         /// Reads at a revision the history no longer has.
-        fn compacted(c: &FakeCluster, revision: u64) -> Result<(), EtcdError> {
-            if revision != 0 && revision < c.compact_revision {
-                return Err(EtcdError::Compacted(c.compact_revision));
+        fn compacted(compact_revision: u64, revision: u64) -> Result<(), EtcdError> {
+            if revision != 0 && revision < compact_revision {
+                return Err(EtcdError::Compacted(compact_revision));
             }
             Ok(())
         }
@@ -604,10 +703,14 @@ pub(crate) mod fake {
             _serializable: bool,
         ) -> Result<RangeCount, EtcdError> {
             with(|c| {
+                failure(c, Call::Count, endpoint)?;
+                let mut compact = c.compact_revision;
                 if let Some(ep) = endpoint {
-                    member(c, ep)?.status?;
+                    let m = member(c, ep)?;
+                    m.status?;
+                    compact = m.compact_revision.unwrap_or(compact);
                 }
-                compacted(c, revision)?;
+                compacted(compact, revision)?;
                 let count = c
                     .keys
                     .values()
@@ -622,7 +725,8 @@ pub(crate) mod fake {
 
         pub fn keys(range: &KeyRange, limit: u32, revision: u64) -> Result<Vec<KeyInfo>, EtcdError> {
             with(|c| {
-                compacted(c, revision)?;
+                failure(c, Call::Keys, None)?;
+                compacted(c.compact_revision, revision)?;
                 Ok(c.keys
                     .values()
                     .filter(|k| in_range(range, &k.key) && (revision == 0 || k.create_revision <= revision))
@@ -634,10 +738,11 @@ pub(crate) mod fake {
 
         pub fn hash_kv(endpoint: &str, revision: u64) -> Result<KvHash, EtcdError> {
             with(|c| {
+                failure(c, Call::HashKv, Some(endpoint))?;
                 let m = member(c, endpoint)?;
                 learners_refuse(&m)?;
                 let status = m.status.clone()?;
-                let compact = c.compact_revision;
+                let compact = m.compact_revision.unwrap_or(c.compact_revision);
                 let cached = compact > 0 && revision == compact && !status.version.starts_with("3.4");
                 if !cached && revision <= compact {
                     return Err(EtcdError::Compacted(compact));
@@ -742,6 +847,67 @@ mod tests {
             undocumented.is_empty(),
             "undocumented in plugin.wit:\n{}",
             undocumented.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_error_variant_can_be_set_per_member_and_call() {
+        let errors = [
+            EtcdError::Timeout("slow".into()),
+            EtcdError::Unavailable("down".into()),
+            EtcdError::Compacted(90),
+            EtcdError::FutureRevision,
+            EtcdError::PermissionDenied("no".into()),
+            EtcdError::UnknownEndpoint("who".into()),
+            EtcdError::Other("else".into()),
+        ];
+        for error in errors {
+            let cluster = FakeCluster::new("prod")
+                .member(FakeMember::new(1, "m0").fails(Call::HashKv, error.clone()))
+                .member(FakeMember::new(2, "m1").fails_every_call(error.clone()))
+                .fails(Call::AlarmList, error.clone());
+            let (answers, _) = cluster.with_installed(|| {
+                (
+                    fake::etcd::hash_kv("https://10.0.0.1:2379", 0).err(),
+                    fake::etcd::status("https://10.0.0.1:2379").is_ok(),
+                    fake::etcd::health("https://10.0.0.2:2379").err(),
+                    fake::etcd::count(Some("https://10.0.0.2:2379"), &KeyRange::prefix(b"/"), 0, true).err(),
+                    fake::etcd::alarm_list().err(),
+                    fake::etcd::member_list().is_ok(),
+                )
+            });
+            let e = Some(format!("{error:?}"));
+            let (hash, status, health, count, alarms, members) = answers;
+            let shown = |r: Option<EtcdError>| r.map(|e| format!("{e:?}"));
+            assert_eq!(
+                (shown(hash), status, shown(health), shown(count), shown(alarms), members),
+                (e.clone(), true, e.clone(), e.clone(), e, true)
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_compacted_apart_from_the_cluster_answers_by_its_own_compaction() {
+        let cluster = FakeCluster::new("prod")
+            .compacted(100)
+            .key("/a", 150)
+            .member(FakeMember::new(1, "m0"))
+            .member(FakeMember::new(2, "m1").compacted(50));
+        let (answers, _) = cluster.with_installed(|| {
+            (
+                fake::etcd::count(Some("https://10.0.0.1:2379"), &KeyRange::prefix(b"/"), 80, true).err(),
+                fake::etcd::count(Some("https://10.0.0.2:2379"), &KeyRange::prefix(b"/"), 80, true).map(|c| c.count),
+                fake::etcd::hash_kv("https://10.0.0.2:2379", 50).map(|h| h.compact_revision),
+                fake::etcd::hash_kv("https://10.0.0.1:2379", 50).err(),
+            )
+        });
+        let (before_own, own_count, own_hash, before_cluster) = answers;
+        assert!(matches!(before_own, Some(EtcdError::Compacted(100))), "{before_own:?}");
+        assert_eq!(own_count.ok(), Some(0));
+        assert_eq!(own_hash.ok(), Some(50));
+        assert!(
+            matches!(before_cluster, Some(EtcdError::Compacted(100))),
+            "{before_cluster:?}"
         );
     }
 

@@ -28,7 +28,7 @@ fn compat_fixture() -> PathBuf {
 }
 
 #[test]
-fn check_describes_a_plugin_and_rejects_junk_with_the_reason() {
+fn check_describes_runs_on_a_fake_cluster_and_rejects_with_the_reason() {
     let db_quota = plugin_file("examples", "db-quota");
     let (ok, out, _) = inspector(&["plugin", "check", db_quota.to_str().unwrap()]);
     assert!(ok);
@@ -38,6 +38,36 @@ fn check_describes_a_plugin_and_rejects_junk_with_the_reason() {
         out.contains("example_db_quota_usage_ratio gauge {clusterName,endpoint}"),
         "{out}"
     );
+
+    // Run once against the fake cluster, and its samples taken.
+    assert!(
+        out.contains("inspect    ok on a fake 3-member etcd 3.6 cluster: 6 samples"),
+        "{out}"
+    );
+    let request = plugin_file("bundled", "request");
+    let (ok, out, err) = inspector(&["plugin", "check", request.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("census     ok on a fake"), "{out}");
+    assert!(out.contains("events     ok on a fake"), "{out}");
+
+    // Loads and describes itself well, but the host would reject every
+    // round: the check fails, saying why in the host's words.
+    let mislabel = plugin_file("fixtures", "mislabel");
+    let (ok, out, err) = inspector(&["plugin", "check", mislabel.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(
+            "inspect on a fake cluster: inspection failed: plugin_error: samples rejected: \
+             sample of \"mislabel_db_bytes\": label \"member\" missing; \
+             labels [\"endpoint\"] sent, [\"member\"] declared in describe()"
+        ),
+        "{err}"
+    );
+    let panicker = plugin_file("fixtures", "panicker");
+    let (ok, _, err) = inspector(&["plugin", "check", panicker.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("inspection failed: trap:"), "{err}");
+    assert!(err.contains("deliberate panic while inspecting fake"), "{err}");
 
     let junk = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk.path(), b"definitely not wasm").unwrap();

@@ -37,10 +37,15 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Load and validate a plugin as the host would, and describe it.
+    /// Load and validate a plugin as the host would, describe it, and run it
+    /// once against a fake cluster, checking its samples as the host does.
     Check {
         /// The plugin component (.wasm).
         file: PathBuf,
+        /// An annotation of the fake cluster, passed to the plugin as a
+        /// parameter (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
+        params: Vec<(String, String)>,
     },
     /// Run one inspection against a real cluster and print the samples.
     Run {
@@ -56,6 +61,12 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 3.0)]
         etcd_timeout: f64,
     },
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))
 }
 
 #[derive(clap::Args)]

@@ -271,8 +271,8 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
 async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
     let runtime = Runtime::new(CallLimits::default())?;
     match command {
-        PluginCommand::Check { file } => {
-            let (_, report) = crate::commands::check(&runtime, &file).await?;
+        PluginCommand::Check { file, params } => {
+            let (_, report) = crate::commands::check(&runtime, &file, &params).await?;
             print!("{report}");
         }
         PluginCommand::Run {

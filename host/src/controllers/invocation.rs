@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterKey;
-use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent};
+use crate::etcd::{EtcdReads, MemberInfo, WatchEvent};
 use crate::log_state::RepeatGate;
 use crate::metrics::{CommitMode, Metrics};
 use crate::runtime::{CallLimits, LoadedPlugin, Outcome, Runtime, Snapshot};
@@ -39,7 +39,7 @@ pub struct Invocation<'a> {
     pub metrics: &'a Metrics,
     pub plugin: &'a LoadedPlugin,
     pub cluster: &'a ClusterKey,
-    pub connection: &'a Arc<ClusterConnection>,
+    pub connection: &'a Arc<dyn EtcdReads>,
     pub params: &'a [(String, String)],
     pub limits: CallLimits,
     /// The plugin's `state` from its last successful call on this cluster.

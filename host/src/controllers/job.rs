@@ -15,7 +15,7 @@ use tokio::time::Instant as TokioInstant;
 use super::invocation::{watch_prefix, Invocation, Params, Work};
 use super::RunRecord;
 use crate::cluster::ClusterKey;
-use crate::etcd::{ClusterConnection, WatchEvent, WatchUpdate};
+use crate::etcd::{ClusterConnection, EtcdReads, WatchEvent, WatchUpdate};
 use crate::log_state::{LogState, RepeatGate};
 use crate::metrics::Metrics;
 use crate::runtime::settings::OnFailure;
@@ -354,12 +354,13 @@ impl Job {
         let runtime = self.plugins.runtime();
         let params = self.params.borrow().clone();
         let state = self.state.lock().unwrap().clone();
+        let connection: Arc<dyn EtcdReads> = self.connection.clone();
         let done = Invocation {
             runtime,
             metrics: &self.metrics,
             plugin,
             cluster: &self.cluster,
-            connection: &self.connection,
+            connection: &connection,
             params: &params,
             limits: settings.limits(runtime.limits()),
             state,

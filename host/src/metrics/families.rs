@@ -96,11 +96,12 @@ impl Metrics {
             }
             let mut values = vec![cluster.to_string()];
             for name in &fam.spec.labels {
-                let value = sample
-                    .labels
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .ok_or_else(|| sample_err(sample, format!("label {name:?} missing")))?;
+                let value = sample.labels.iter().find(|(k, _)| k == name).ok_or_else(|| {
+                    sample_err(
+                        sample,
+                        format!("label {name:?} missing; {}", label_lists(sample, &fam.spec.labels)),
+                    )
+                })?;
                 if value.1.len() > MAX_LABEL_VALUE_BYTES {
                     return Err(sample_err(
                         sample,
@@ -116,8 +117,8 @@ impl Metrics {
                 return Err(sample_err(
                     sample,
                     format!(
-                        "label {extra:?} not declared (declared: {:?}; clusterName is set by the host)",
-                        fam.spec.labels
+                        "label {extra:?} not declared; {}",
+                        label_lists(sample, &fam.spec.labels)
                     ),
                 ));
             }
@@ -296,4 +297,10 @@ pub fn validate_spec(spec: &MetricSpec) -> Result<(), MetricsError> {
         }
     }
     Ok(())
+}
+
+/// Both sides of a label mismatch, in the words of the SDK's test harness.
+fn label_lists(sample: &SampleValue, declared: &[String]) -> String {
+    let sent: Vec<&str> = sample.labels.iter().map(|(k, _)| k.as_str()).collect();
+    format!("labels {sent:?} sent, {declared:?} declared in describe() (clusterName is set by the host)")
 }

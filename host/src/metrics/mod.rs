@@ -317,7 +317,11 @@ mod tests {
                 CommitMode::Replace,
             )
             .unwrap_err();
-        assert_eq!(err.to_string(), "sample of \"g\": label \"endpoint\" missing");
+        assert_eq!(
+            err.to_string(),
+            "sample of \"g\": label \"endpoint\" missing; labels [\"other\"] sent, [\"endpoint\"] declared in describe() \
+             (clusterName is set by the host)"
+        );
         assert!(!m.render().contains("clusterName=\"a\""));
         let err = m
             .commit("p", "a", &[sample("undeclared", &[], 1.0)], CommitMode::Replace)

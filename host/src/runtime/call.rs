@@ -14,7 +14,7 @@ use super::bindings::{inspector, types, watcher};
 use super::host::HostState;
 use super::EtcdUse;
 use super::{CallFailure, CallLimits, Outcome, Runtime, MAX_MESSAGE_BYTES, STDERR_BYTES};
-use crate::etcd::ClusterConnection;
+use crate::etcd::EtcdReads;
 use crate::log_state::RepeatGate;
 
 pub(super) enum Call {
@@ -38,7 +38,7 @@ pub(super) struct Entry<'a> {
 /// Who a call is for, and what it carries over from earlier calls.
 pub(super) struct CallInput {
     pub plugin: String,
-    pub cluster: Option<(String, Arc<ClusterConnection>)>,
+    pub cluster: Option<(String, Arc<dyn EtcdReads>)>,
     /// What the plugin stored in its last successful call on this cluster.
     pub state: Option<Vec<u8>>,
     pub log_gate: Option<Arc<Mutex<RepeatGate>>>,

@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::etcd_inspector::plugin::{etcd, log, state, types};
 use super::EtcdBudget;
-use crate::etcd::{CallError, ClusterConnection};
+use crate::etcd::{CallError, EtcdReads};
 
 /// Log lines one call may write; the rest are counted and dropped.
 const LOG_LINES_PER_CALL: u32 = 32;
@@ -57,7 +57,7 @@ pub struct HostState {
     pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
     pub(super) plugin: String,
-    pub(super) cluster: Option<(String, Arc<ClusterConnection>)>,
+    pub(super) cluster: Option<(String, Arc<dyn EtcdReads>)>,
     pub(super) logs_left: u32,
     pub(super) logs_dropped: u32,
     /// What the last successful call stored, and what this one stores.
@@ -77,7 +77,7 @@ pub struct HostState {
 impl HostState {
     pub(super) fn new(
         plugin: &str,
-        cluster: Option<(String, Arc<ClusterConnection>)>,
+        cluster: Option<(String, Arc<dyn EtcdReads>)>,
         wasi: WasiCtx,
         limits: StoreLimits,
         budget: EtcdBudget,
@@ -110,7 +110,7 @@ impl HostState {
     }
 
     /// The connection for one more etcd call, if the round's budget allows it.
-    fn connection(&mut self) -> Result<Arc<ClusterConnection>, types::EtcdError> {
+    fn connection(&mut self) -> Result<Arc<dyn EtcdReads>, types::EtcdError> {
         let connection = self
             .cluster
             .as_ref()
@@ -301,36 +301,34 @@ impl WireSize for types::KvHash {
     }
 }
 
-/// Runs one etcd call on the call's cluster and converts its answer. Takes
-/// the connection, not the store data, which must not be held across awaits.
-async fn on_cluster<R, T>(
-    connection: Result<Arc<ClusterConnection>, types::EtcdError>,
-    call: impl AsyncFnOnce(&ClusterConnection) -> Result<R, CallError>,
-    convert: impl FnOnce(R) -> T,
-) -> EtcdResult<T> {
-    Ok(match connection {
-        Ok(c) => call(&c).await.map(convert).map_err(Into::into),
-        Err(e) => Err(e),
-    })
+/// Runs one etcd call on the call's cluster and converts its answer. A
+/// macro, not a function taking an async closure: the boxed futures of
+/// `dyn EtcdReads` defeat the higher-ranked bounds such a closure needs.
+macro_rules! on_cluster {
+    ($state:ident, $c:ident => $call:expr, $convert:expr $(,)?) => {
+        match $state.connection() {
+            Ok($c) => $call.map($convert).map_err(types::EtcdError::from),
+            Err(e) => Err(e),
+        }
+    };
 }
 
 impl types::Host for HostState {}
 
 impl etcd::Host for HostState {
     async fn member_list(&mut self) -> EtcdResult<Vec<types::Member>> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.refresh_members().await,
+        let answer = on_cluster!(
+            self,
+            c => c.refresh_members().await,
             |ms| ms.into_iter().map(to_wit_member).collect(),
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn status(&mut self, endpoint: String) -> EtcdResult<types::MemberStatus> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.status(&endpoint).await,
+        let answer = on_cluster!(
+            self,
+            c => c.status(&endpoint).await,
             |s| types::MemberStatus {
                 member_id: s.member_id,
                 version: s.version,
@@ -344,15 +342,14 @@ impl etcd::Host for HostState {
                 is_learner: s.is_learner,
                 errors: s.errors,
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn status_details(&mut self, endpoint: String) -> EtcdResult<types::MemberStatusDetails> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.status(&endpoint).await,
+        let answer = on_cluster!(
+            self,
+            c => c.status(&endpoint).await,
             |s| types::MemberStatusDetails {
                 member_id: s.member_id,
                 db_size_quota: s.db_size_quota,
@@ -362,15 +359,14 @@ impl etcd::Host for HostState {
                     target_version,
                 }),
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn alarm_list(&mut self) -> EtcdResult<Vec<types::Alarm>> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.alarm_list().await,
+        let answer = on_cluster!(
+            self,
+            c => c.alarm_list().await,
             |alarms| {
                 alarms
                     .into_iter()
@@ -384,21 +380,19 @@ impl etcd::Host for HostState {
                     })
                     .collect()
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn health(&mut self, endpoint: String) -> EtcdResult<types::MemberHealth> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.health(&endpoint).await,
+        let answer = on_cluster!(
+            self,
+            c => c.health(&endpoint).await,
             |h| types::MemberHealth {
                 healthy: h.healthy,
                 reason: h.reason,
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
@@ -409,48 +403,44 @@ impl etcd::Host for HostState {
         revision: u64,
         serializable: bool,
     ) -> EtcdResult<types::RangeCount> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| {
+        let answer = on_cluster!(
+            self,
+            c => {
                 c.count(endpoint.as_deref(), (&range.start, &range.end), revision, serializable)
                     .await
             },
             |(count, revision)| types::RangeCount { count, revision },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn read_latency(&mut self, endpoint: String, serializable: bool) -> EtcdResult<u64> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.read_latency(&endpoint, serializable).await,
+        let answer = on_cluster!(
+            self,
+            c => c.read_latency(&endpoint, serializable).await,
             |elapsed| elapsed.as_micros() as u64,
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn member_list_at(&mut self, endpoint: String) -> EtcdResult<Vec<types::Member>> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.member_list_at(&endpoint).await,
+        let answer = on_cluster!(
+            self,
+            c => c.member_list_at(&endpoint).await,
             |ms| ms.into_iter().map(to_wit_member).collect(),
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn server_certificates(&mut self, endpoint: String) -> EtcdResult<types::PresentedCertificates> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.server_certificates(&endpoint).await,
+        let answer = on_cluster!(
+            self,
+            c => c.server_certificates(&endpoint).await,
             |s| types::PresentedCertificates {
                 chain: s.chain.into_iter().map(to_wit_certificate).collect(),
                 verify_error: s.verify_error,
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
@@ -467,29 +457,28 @@ impl etcd::Host for HostState {
     }
 
     async fn lease_ids(&mut self) -> EtcdResult<Vec<i64>> {
-        let answer = on_cluster(self.connection(), async |c| c.lease_ids().await, |ids| ids).await?;
+        let answer = on_cluster!(self, c => c.lease_ids().await, |ids| ids);
         Ok(self.charge(answer))
     }
 
     async fn lease_time_to_live(&mut self, id: i64, with_keys: bool) -> EtcdResult<types::LeaseInfo> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.lease_time_to_live(id, with_keys).await,
+        let answer = on_cluster!(
+            self,
+            c => c.lease_time_to_live(id, with_keys).await,
             |(ttl, granted_ttl, keys)| types::LeaseInfo {
                 id,
                 ttl,
                 granted_ttl,
                 keys: keys.min(u32::MAX as usize) as u32,
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn keys(&mut self, range: types::KeyRange, limit: u32, revision: u64) -> EtcdResult<Vec<types::KeyInfo>> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| {
+        let answer = on_cluster!(
+            self,
+            c => {
                 c.keys((&range.start, &range.end), limit.clamp(1, MAX_KEYS), revision)
                     .await
             },
@@ -503,23 +492,21 @@ impl etcd::Host for HostState {
                     })
                     .collect()
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 
     async fn hash_kv(&mut self, endpoint: String, revision: u64) -> EtcdResult<types::KvHash> {
-        let answer = on_cluster(
-            self.connection(),
-            async |c| c.hash_kv(&endpoint, revision).await,
+        let answer = on_cluster!(
+            self,
+            c => c.hash_kv(&endpoint, revision).await,
             |(member_id, hash, compact_revision, hash_revision)| types::KvHash {
                 member_id,
                 hash,
                 compact_revision,
                 hash_revision,
             },
-        )
-        .await?;
+        );
         Ok(self.charge(answer))
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Engine;
 
-use crate::etcd::{ClusterConnection, MemberInfo, WatchEvent};
+use crate::etcd::{EtcdReads, MemberInfo, WatchEvent};
 use crate::metrics::SampleValue;
 use bindings::{inspector, types, watcher, WatchPlugin};
 use call::{wasm_error_chain, Call, CallInput, Entry, Reply};
@@ -237,7 +237,7 @@ impl Runtime {
     pub async fn inspect(
         &self,
         plugin: &LoadedPlugin,
-        connection: Arc<ClusterConnection>,
+        connection: Arc<dyn EtcdReads>,
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
         limits: &CallLimits,
@@ -250,7 +250,7 @@ impl Runtime {
     pub async fn on_events(
         &self,
         plugin: &LoadedPlugin,
-        connection: Arc<ClusterConnection>,
+        connection: Arc<dyn EtcdReads>,
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
         events: Vec<WatchEvent>,
@@ -263,7 +263,7 @@ impl Runtime {
     async fn samples_call(
         &self,
         plugin: &LoadedPlugin,
-        connection: Arc<ClusterConnection>,
+        connection: Arc<dyn EtcdReads>,
         snapshot: Snapshot,
         state: Option<Vec<u8>>,
         events: Option<Vec<WatchEvent>>,
