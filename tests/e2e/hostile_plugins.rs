@@ -53,7 +53,7 @@ async fn hostile_plugins_fail_cleanly_and_healthy_keeps_serving() {
             .unwrap()
             .iter()
             .find(|s| s["file"].as_str().unwrap().ends_with(file))
-            .unwrap()["reason"]
+            .unwrap()["last_rejected"]["reason"]
             .as_str()
             .unwrap_or("")
             .to_string()

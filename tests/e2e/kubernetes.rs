@@ -391,7 +391,7 @@ async fn configmap_plugins_override_the_bundled_ones_and_rejections_become_event
     let host = Host::kubernetes(&[], &kube.host_kubeconfig(), &flags).await;
     let serving = async |expected: &str| {
         let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
-        if status["sha256"] == expected && status["state"] == "active" {
+        if status["serving"]["sha256"] == expected && status["state"] == "active" {
             Ok(())
         } else {
             Err(format!("{status}"))

@@ -122,7 +122,7 @@ async fn a_configmap_style_swap_serves_the_new_version_without_a_failed_inspecti
     volume.publish(&[("healthy.wasm", v2.clone())]);
     wait_until("the new version serves", Duration::from_secs(60), async || {
         let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
-        if status["sha256"] == sha256(&v2) && status["state"] == "active" {
+        if status["serving"]["sha256"] == sha256(&v2) && status["state"] == "active" {
             Ok(())
         } else {
             Err(format!("{status}"))
@@ -166,18 +166,25 @@ async fn a_configmap_style_swap_serves_the_new_version_without_a_failed_inspecti
     volume.publish(&[("healthy.wasm", b"\0asm\x0d\0\x01\0 truncated".to_vec())]);
     let status = wait_until("the corrupt version is rejected", Duration::from_secs(60), async || {
         let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
-        if status["state"] == "failed" {
+        if status["state"] == "serving_previous" {
             Ok(status)
         } else {
             Err(format!("{status}"))
         }
     })
     .await;
-    assert_eq!(status["sha256"], sha256(&v2), "the good version keeps serving");
+    assert_eq!(
+        status["serving"]["sha256"],
+        sha256(&v2),
+        "the good version keeps serving"
+    );
+    let rejected = &status["last_rejected"];
     assert!(
-        status["reason"].as_str().unwrap().starts_with("does not compile"),
+        rejected["reason"].as_str().unwrap().starts_with("does not compile"),
         "{status}"
     );
+    assert_eq!(rejected["sha256"], sha256(b"\0asm\x0d\0\x01\0 truncated"), "{status}");
+    assert_eq!(status["clusters"]["default/prod"]["health"], "ok", "{status}");
     let runs = ok(&host.scrape().await);
     wait_until("healthy still runs", Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
@@ -225,13 +232,14 @@ async fn contract_versions_are_checked_by_semver() {
     let host = Host::start(&plugins, &manifests, &[]).await;
     let next = plugin_status(&host, "/wit-next.wasm").await.unwrap();
     assert_eq!(next["state"], "failed");
+    assert_eq!(next["serving"], serde_json::Value::Null);
     assert_eq!(
-        next["reason"],
+        next["last_rejected"]["reason"],
         "built against etcd-inspector:plugin@0.2.0; this host serves etcd-inspector:plugin@0.1.x"
     );
     let patch = plugin_status(&host, "/wit-patch.wasm").await.unwrap();
     assert_eq!(
-        (patch["state"].as_str(), patch["wit_version"].as_str()),
+        (patch["state"].as_str(), patch["serving"]["wit_version"].as_str()),
         (Some("active"), Some("0.1.9"))
     );
     wait_until("the 0.1.9 plugin runs", Duration::from_secs(60), async || {
@@ -313,7 +321,7 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
     let healthy = plugin_status(&host, "/healthy.wasm").await.unwrap();
     assert_eq!(healthy["state"], "failed");
     assert!(
-        healthy["reason"]
+        healthy["last_rejected"]["reason"]
             .as_str()
             .unwrap()
             .contains(&format!("does not match the pin of plugin \"healthy\" ({wrong_pin})")),
@@ -331,6 +339,17 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
         }
     })
     .await;
+    // Loaded is not working: /plugins says the spin plugin is active and
+    // that its circuit is open on the cluster.
+    let spin = plugin_status(&host, "/spin.wasm").await.unwrap();
+    assert_eq!(spin["state"], "active", "{spin}");
+    assert_eq!(spin["clusters"]["default/prod"]["health"], "circuit_open", "{spin}");
+    assert_eq!(spin["rounds"]["circuit_open"], 1, "{spin}");
+    assert_eq!(spin["rounds"]["ok"], 0, "{spin}");
+    assert_eq!(
+        spin["clusters"]["default/prod"]["last_ok_unix_ms"],
+        serde_json::Value::Null
+    );
     let scrape = host.scrape().await;
     let timeouts = scrape.get(
         "etcd_inspector_plugin_invocations_total",
@@ -379,6 +398,63 @@ async fn pins_and_the_circuit_breaker_come_from_the_plugin_settings() {
     .await;
 }
 
+/// `/plugins` and the status page say how each plugin's rounds go on each
+/// cluster: a loaded plugin failing everywhere is not "active and fine",
+/// and series kept by `onFailure: keep` are called stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_report_their_rounds_per_cluster_and_stale_series() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
+        ("alarm.yaml", inspection_manifest("prod", "alarm", 1)),
+    ];
+    let plugins = [plugin_file("bundled", "alarm")];
+    let host = Host::start(&plugins, &manifests, &["--etcd-timeout", "0.5"]).await;
+    let round = async |health: &str, stale: bool| {
+        let status = plugin_status(&host, "/alarm.wasm").await.unwrap_or_default();
+        let prod = &status["clusters"]["default/prod"];
+        if prod["health"] == health && prod["stale_series_kept"] == stale {
+            Ok(status)
+        } else {
+            Err(format!("{status}"))
+        }
+    };
+    let status = wait_until("alarm ok", Duration::from_secs(60), async || round("ok", false).await).await;
+    assert_eq!(status["rounds"]["ok"], 1, "{status}");
+    assert_eq!(status["clusters"]["default/prod"]["consecutive_failures"], 0);
+
+    // The only member freezes: every round fails; the last good values stay
+    // exported (onFailure: keep, the default) and are said to be stale.
+    etcd.signal(0, nix::sys::signal::Signal::SIGSTOP);
+    let status = wait_until("alarm failing", Duration::from_secs(60), async || {
+        round("failing", true).await
+    })
+    .await;
+    assert_eq!(status["state"], "active", "loaded, but failing: {status}");
+    assert_eq!(status["rounds"]["failing"], 1, "{status}");
+    assert_eq!(status["rounds"]["stale_series_kept"], 1, "{status}");
+    let prod = &status["clusters"]["default/prod"];
+    assert!(prod["consecutive_failures"].as_u64().unwrap() >= 1, "{status}");
+    assert!(prod["last_ok_unix_ms"].as_u64().is_some(), "{status}");
+    let kept = host
+        .scrape()
+        .await
+        .all("inspection_etcd_endpoint_alarm", &[("clusterName", "prod")]);
+    assert_eq!(kept.len(), 2, "the kept series are still exported: {kept:?}");
+    let page = host.get("/").await.unwrap();
+    assert!(page.contains("default/prod: failing"), "{page}");
+    assert!(page.contains("series kept stale"), "{page}");
+
+    etcd.signal(0, nix::sys::signal::Signal::SIGCONT);
+    wait_until("alarm ok again", Duration::from_secs(60), async || {
+        round("ok", false).await
+    })
+    .await;
+}
+
 /// A pin follows the name a plugin declares, not its file name: another
 /// build that calls itself `healthy` from a file that sorts first is
 /// refused, and the pinned artefact serves.
@@ -402,7 +478,7 @@ async fn a_pinned_name_cannot_be_taken_from_another_file() {
     let impostor = plugin_status(&host, "/aaa.wasm").await.unwrap();
     assert_eq!(impostor["state"], "failed", "{impostor}");
     assert!(
-        impostor["reason"]
+        impostor["last_rejected"]["reason"]
             .as_str()
             .unwrap()
             .contains("does not match the pin of plugin \"healthy\""),
@@ -410,7 +486,7 @@ async fn a_pinned_name_cannot_be_taken_from_another_file() {
     );
     let healthy = plugin_status(&host, "/healthy.wasm").await.unwrap();
     assert_eq!(healthy["state"], "active", "{healthy}");
-    assert_eq!(healthy["sha256"], sha256(&real));
+    assert_eq!(healthy["serving"]["sha256"], sha256(&real));
 }
 
 /// A node that cannot reserve the instance pool's address space still runs

@@ -55,7 +55,14 @@ async fn a_person_sees_a_stopped_member_and_a_rejected_plugin() {
             .ok_or(text)
     })
     .await;
-    assert!(text.contains("the version above keeps serving"), "{text}");
+    assert!(
+        text.contains("newest version rejected; the previous one serves"),
+        "{text}"
+    );
+    assert!(
+        text.contains("default/prod: ok"),
+        "healthy still runs on the cluster: {text}"
+    );
     assert!(text.contains("default/prod"), "{text}");
     assert!(!dom.contains("<script"), "no JavaScript: {dom}");
     assert!(dom.contains(r#"http-equiv="refresh""#), "it refreshes itself: {dom}");

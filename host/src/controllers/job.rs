@@ -425,16 +425,34 @@ impl Job {
     }
 
     fn record(&self, outcome: &'static str, message: String, elapsed: Duration) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let ok = outcome == Outcome::Ok.as_str();
+        let kept = !ok
+            && self.plugins.settings(&self.feature).on_failure == OnFailure::Keep
+            && self.metrics.series_count(&self.feature, &self.cluster.name) > 0;
+        let mut runs = self.runs.lock().unwrap();
+        let previous = runs.get(&self.feature);
         let record = RunRecord {
-            finished_unix_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
+            finished_unix_ms: now,
             outcome,
             message,
             duration_ms: elapsed.as_millis(),
+            consecutive_failures: match (ok, previous) {
+                (true, _) => 0,
+                (false, Some(p)) => p.consecutive_failures.saturating_add(1),
+                (false, None) => 1,
+            },
+            last_ok_unix_ms: if ok {
+                Some(now)
+            } else {
+                previous.and_then(|p| p.last_ok_unix_ms)
+            },
+            stale_series_kept: kept,
         };
-        self.runs.lock().unwrap().insert(self.feature.clone(), record);
+        runs.insert(self.feature.clone(), record);
     }
 }
 

@@ -33,13 +33,22 @@ impl Default for SchedulerSettings {
     }
 }
 
-/// The last run of one inspection, for the status page.
+/// The last run of one inspection, for the status page and `/plugins`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
     pub finished_unix_ms: u128,
+    /// `ok`, a failure (`timeout`, `trap`, `plugin_error`, ...) or
+    /// `circuit_open` (calls paused after repeated traps).
     pub outcome: &'static str,
     pub message: String,
     pub duration_ms: u128,
+    /// Rounds failed in a row up to this one (0 after a success).
+    pub consecutive_failures: u32,
+    /// When a round last succeeded on this cluster (this version or another).
+    pub last_ok_unix_ms: Option<u128>,
+    /// The round failed and `onFailure: keep` holds the series of the last
+    /// good round: what Prometheus scrapes is that old.
+    pub stale_series_kept: bool,
 }
 
 /// What the status page shows for a cluster.

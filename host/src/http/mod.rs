@@ -2,7 +2,10 @@
 //! the status page for people at `/` and the same status as JSON at
 //! `/api/status` for scripts.
 
+mod plugins;
 mod status_page;
+
+pub use plugins::{ClusterRound, PluginReport, RoundCounts, RoundHealth};
 
 use std::sync::Arc;
 
@@ -41,14 +44,21 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+impl AppState {
+    fn plugin_reports(&self, views: &[crate::controllers::ClusterView]) -> Vec<PluginReport> {
+        plugins::reports(self.plugins.statuses(), views)
+    }
+}
+
 async fn plugins(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.plugins.statuses())
+    Json(state.plugin_reports(&state.supervisor.views()))
 }
 
 async fn page(State(state): State<AppState>) -> impl IntoResponse {
+    let views = state.supervisor.views();
     let markup = status_page::render(
-        &state.supervisor.views(),
-        &state.plugins.statuses(),
+        &views,
+        &state.plugin_reports(&views),
         &state.supervisor.errors(),
         &state.metrics,
     );
@@ -56,9 +66,10 @@ async fn page(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn status(State(state): State<AppState>) -> impl IntoResponse {
+    let views = state.supervisor.views();
     Json(json!({
-        "clusters": state.supervisor.views(),
-        "plugins": state.plugins.statuses(),
+        "plugins": state.plugin_reports(&views),
+        "clusters": views,
         "configErrors": state.supervisor.errors(),
     }))
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use super::{PluginReport, RoundHealth};
 use crate::controllers::{ClusterView, RunRecord};
 use crate::metrics::Metrics;
-use crate::runtime::{PluginState, PluginStatus};
+use crate::runtime::PluginState;
 
 /// Seconds between the browser's reloads of the page.
 const REFRESH_SECONDS: u32 = 10;
@@ -20,7 +21,7 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #ccc
 th{background:#f3f3f3}.ok{color:#176b1d;font-weight:600}.bad{color:#b00020;font-weight:600}.unknown{color:#8a6d00}\
 code{font-size:.9em}.muted{color:#666}";
 
-pub fn render(clusters: &[ClusterView], plugins: &[PluginStatus], errors: &[String], metrics: &Metrics) -> Markup {
+pub fn render(clusters: &[ClusterView], plugins: &[PluginReport], errors: &[String], metrics: &Metrics) -> Markup {
     let now = SystemTime::now();
     html! {
         (DOCTYPE)
@@ -118,32 +119,66 @@ fn member_health(health: &[(Vec<(String, String)>, f64)], endpoint: &str) -> Mar
 fn run_cells(r: &RunRecord, now: SystemTime) -> Markup {
     let class = if r.outcome == "ok" { "ok" } else { "bad" };
     html! {
-        td class=(class) { (r.outcome) }
+        td class=(class) {
+            (r.outcome)
+            @if r.consecutive_failures > 1 { " ×" (r.consecutive_failures) }
+        }
         td { (r.duration_ms) " ms" }
         td { (ago(r.finished_unix_ms, now)) }
-        td { (r.message) }
+        td {
+            (r.message)
+            @if r.outcome != "ok" {
+                br;
+                span.muted {
+                    @match r.last_ok_unix_ms {
+                        Some(ms) => { "last success " (ago(ms, now)) }
+                        None => { "never succeeded" }
+                    }
+                    @if r.stale_series_kept { "; its series are kept from then (onFailure: keep)" }
+                }
+            }
+        }
     }
 }
 
-fn plugin_table(plugins: &[PluginStatus], now: SystemTime) -> Markup {
+fn plugin_table(plugins: &[PluginReport], now: SystemTime) -> Markup {
     html! {
         table {
-            tr { th { "file" } th { "plugin" } th { "version" } th { "contract" } th { "serving sha256" } th { "since" } th { "state" } }
+            tr { th { "plugin" } th { "file" } th { "state" } th { "serving" } th { "last rejected" } th { "rounds by cluster" } }
             @for p in plugins {
+                @let s = &p.status;
                 tr {
-                    td { code { (p.file.rsplit('/').next().unwrap_or(&p.file)) } }
-                    td { (p.name.as_deref().unwrap_or("-")) }
-                    td { (p.version.as_deref().unwrap_or("-")) }
-                    td { (p.wit_version.as_deref().unwrap_or("-")) }
-                    td { code { (p.sha256.as_deref().map_or("none", |s| &s[..s.len().min(16)])) } }
-                    td { (p.loaded_unix_ms.map_or("-".to_string(), |ms| ago(ms, now))) }
-                    @match &p.state {
+                    td { (s.name.as_deref().unwrap_or("-")) }
+                    td { code { (s.file.rsplit('/').next().unwrap_or(&s.file)) } }
+                    @match s.state {
                         PluginState::Active => td.ok { "active" },
                         PluginState::Pending => td.unknown { "loading" },
-                        PluginState::Failed { reason, rejected_sha256 } => td.bad {
-                            "rejected " code { (&rejected_sha256[..rejected_sha256.len().min(16)]) } ": " (reason)
-                            @if p.sha256.is_some() { span.muted { " (the version above keeps serving)" } }
-                        },
+                        PluginState::ServingPrevious => td.unknown { "newest version rejected; the previous one serves" },
+                        PluginState::Failed => td.bad { "rejected; nothing serves" },
+                    }
+                    td {
+                        @if let Some(v) = &s.serving {
+                            (v.version) " (contract " (v.wit_version) ") " code { (&v.sha256[..v.sha256.len().min(16)]) }
+                            br; span.muted { "since " (ago(v.since_unix_ms, now)) }
+                        } @else { "-" }
+                    }
+                    td {
+                        @if let Some(r) = &s.last_rejected {
+                            code { (&r.sha256[..r.sha256.len().min(16)]) } " " (ago(r.at_unix_ms, now)) ": " (r.reason)
+                        } @else { "-" }
+                    }
+                    td {
+                        @if p.clusters.is_empty() { span.muted { "not enabled on any cluster" } }
+                        @for (cluster, round) in &p.clusters {
+                            @let class = match round.health {
+                                RoundHealth::Ok => "ok",
+                                RoundHealth::NotRun => "unknown",
+                                _ => "bad",
+                            };
+                            span class=(class) { (cluster) ": " (round.health.as_str()) }
+                            @if round.last.as_ref().is_some_and(|r| r.stale_series_kept) { span.muted { " (series kept stale)" } }
+                            br;
+                        }
                     }
                 }
             }
@@ -180,6 +215,9 @@ mod tests {
                     outcome: "plugin_error",
                     message: "<script>alert(1)</script>".into(),
                     duration_ms: 3,
+                    consecutive_failures: 1,
+                    last_ok_unix_ms: None,
+                    stale_series_kept: false,
                 }),
             )]
             .into(),

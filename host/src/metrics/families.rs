@@ -196,6 +196,15 @@ impl Metrics {
         found
     }
 
+    /// How many series `plugin` holds for `cluster` now.
+    pub fn series_count(&self, plugin: &str, cluster: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .series
+            .get(&(plugin.to_string(), cluster.to_string()))
+            .map_or(0, |s| s.len())
+    }
+
     /// Deletes every series `plugin` holds for `cluster` (feature disabled,
     /// cluster removed), including its failed-inspection counter.
     pub fn forget(&self, plugin: &str, cluster: &str) {

@@ -19,18 +19,37 @@ use crate::metrics::Metrics;
 /// Largest plugin file read (the bundled ones are 60–110 KiB).
 pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "lowercase")]
+/// Where a file stands, in one word.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum PluginState {
-    /// Seen, not loaded yet.
+    /// Seen, being loaded; nothing serves from this file yet.
     Pending,
+    /// The newest version offered serves.
     Active,
-    /// The last version offered was rejected; what `sha256` names (if
-    /// anything) still serves.
-    Failed {
-        reason: String,
-        rejected_sha256: String,
-    },
+    /// The newest version offered was rejected; an earlier one keeps serving.
+    ServingPrevious,
+    /// Rejected, and nothing serves from this file.
+    Failed,
+}
+
+/// The version of a plugin that serves.
+#[derive(Clone, Debug, Serialize)]
+pub struct Serving {
+    pub version: String,
+    pub wit_version: String,
+    pub sha256: String,
+    /// When it started serving (Unix ms).
+    pub since_unix_ms: u128,
+}
+
+/// The last version of a file that was refused, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejection {
+    /// Empty when the file could not be read at all.
+    pub sha256: String,
+    pub reason: String,
+    pub at_unix_ms: u128,
 }
 
 /// What `/plugins` and the status page show for one file.
@@ -38,14 +57,11 @@ pub enum PluginState {
 pub struct PluginStatus {
     pub file: String,
     pub name: Option<String>,
-    pub version: Option<String>,
-    pub wit_version: Option<String>,
-    /// The version serving from this file.
-    pub sha256: Option<String>,
-    #[serde(flatten)]
     pub state: PluginState,
-    /// When the serving version was loaded (Unix ms).
-    pub loaded_unix_ms: Option<u128>,
+    pub serving: Option<Serving>,
+    /// Kept after a later version serves: the last refusal is history an
+    /// operator wants when a rollout "did nothing".
+    pub last_rejected: Option<Rejection>,
 }
 
 struct FileState {
@@ -61,11 +77,9 @@ impl FileState {
             status: PluginStatus {
                 file: file.display().to_string(),
                 name: None,
-                version: None,
-                wit_version: None,
-                sha256: None,
                 state: PluginState::Pending,
-                loaded_unix_ms: None,
+                serving: None,
+                last_rejected: None,
             },
             tried: String::new(),
         }
@@ -237,7 +251,7 @@ impl PluginRegistry {
     fn mark_pending(&self, file: &Path) {
         let mut files = self.files.lock().unwrap();
         let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState::new(file));
-        if entry.status.sha256.is_none() {
+        if entry.status.serving.is_none() {
             entry.status.state = PluginState::Pending;
         }
     }
@@ -285,21 +299,16 @@ impl PluginRegistry {
             replaced = replaced.is_some(),
             "plugin loaded"
         );
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         let mut files = self.files.lock().unwrap();
         let entry = files.get_mut(file).expect("marked pending");
-        entry.status = PluginStatus {
-            file: file.display().to_string(),
-            name: Some(plugin.info.name.clone()),
-            version: Some(plugin.info.version.clone()),
-            wit_version: Some(plugin.wit_version.clone()),
-            sha256: Some(plugin.sha256.clone()),
-            state: PluginState::Active,
-            loaded_unix_ms: Some(now),
-        };
+        entry.status.name = Some(plugin.info.name.clone());
+        entry.status.state = PluginState::Active;
+        entry.status.serving = Some(Serving {
+            version: plugin.info.version.clone(),
+            wit_version: plugin.wit_version.clone(),
+            sha256: plugin.sha256.clone(),
+            since_unix_ms: unix_ms(),
+        });
         Ok(())
     }
 
@@ -309,7 +318,7 @@ impl PluginRegistry {
             .lock()
             .unwrap()
             .get(file)
-            .and_then(|f| f.status.sha256.clone());
+            .and_then(|f| f.status.serving.as_ref().map(|s| s.sha256.clone()));
         match &serving {
             Some(sha) => {
                 tracing::error!(file = %file.display(), reason, "plugin rejected, version {sha} keeps serving: {message}")
@@ -320,10 +329,15 @@ impl PluginRegistry {
         let rejected = tried.split('/').next().unwrap_or_default().to_string();
         let mut files = self.files.lock().unwrap();
         let entry = files.entry(file.to_path_buf()).or_insert_with(|| FileState::new(file));
-        entry.status.state = PluginState::Failed {
-            reason: message,
-            rejected_sha256: rejected,
+        entry.status.state = match serving {
+            Some(_) => PluginState::ServingPrevious,
+            None => PluginState::Failed,
         };
+        entry.status.last_rejected = Some(Rejection {
+            sha256: rejected,
+            reason: message,
+            at_unix_ms: unix_ms(),
+        });
         entry.tried = tried;
     }
 
@@ -349,4 +363,11 @@ impl PluginRegistry {
             .plugin_loaded(&plugin.info.name, &plugin.info.version, false);
         self.metrics.unregister_plugin(&plugin.info.name);
     }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
 }

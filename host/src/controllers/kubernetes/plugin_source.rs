@@ -153,13 +153,12 @@ async fn report_rejections(
     reported: &mut HashMap<String, String>,
 ) {
     for status in registry.statuses() {
-        let PluginState::Failed {
-            reason,
-            rejected_sha256,
-        } = &status.state
+        let (PluginState::Failed | PluginState::ServingPrevious, Some(rejected)) =
+            (status.state, &status.last_rejected)
         else {
             continue;
         };
+        let (reason, rejected_sha256) = (&rejected.reason, &rejected.sha256);
         let Some(name) = Path::new(&status.file).file_name().and_then(|n| n.to_str()) else {
             continue;
         };
@@ -169,8 +168,8 @@ async fn report_rejections(
         if sha != rejected_sha256 || reported.get(name) == Some(sha) {
             continue;
         }
-        let serving = match &status.sha256 {
-            Some(s) => format!("; version {s} keeps serving"),
+        let serving = match &status.serving {
+            Some(s) => format!("; version {} keeps serving", s.sha256),
             None => String::new(),
         };
         // Kubernetes refuses notes over 1 KiB; the reason carries guest stderr.
