@@ -2,7 +2,7 @@
 # Installs what building and testing need on Debian 12 with rustup:
 # Debian's etcd 3.4 (server and etcdctl; the oldest row of the test matrix
 # and what `make run` starts), protoc (for the etcd client crate),
-# Prometheus, Chromium (tests) and the wasm32-wasip2 Rust target. Safe to run
+# Prometheus, Chromium and an OCI registry (tests) and the wasm32-wasip2 Rust target. Safe to run
 # again: it skips what is present.
 # The Go-built test tools (etcd 3.5-3.7, kube-apiserver, kubectl) are
 # tests/tools/build.sh's, which `make test` calls.
@@ -15,6 +15,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 # status page's.
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+# A real OCI registry (distribution 2.8) for the plugin-from-registry tests.
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

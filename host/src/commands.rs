@@ -178,3 +178,23 @@ async fn invoke(
     }
     Ok(done.message)
 }
+
+/// Publishes a checked plugin; returns `oci://…:tag@sha256:…`.
+pub async fn push(
+    settings: &crate::oci::RegistrySettings,
+    credentials: crate::oci::source::Credentials,
+    file: &Path,
+    target: &crate::oci::OciRef,
+) -> anyhow::Result<String> {
+    let wasm = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let login = match credentials.load().await? {
+        Some(config) => config.login(target.registry(), "registry credentials")?,
+        None => None,
+    };
+    let client = settings.client()?;
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("plugin.wasm");
+    let digest = crate::oci::push(&client, target, wasm, name, login.as_ref()).await?;
+    let base = target.to_string();
+    let base = base.split('@').next().unwrap_or(&base);
+    Ok(format!("{base}@{digest}"))
+}

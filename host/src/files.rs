@@ -130,6 +130,14 @@ pub fn confined(root: &Path, relative: &str, hint: &'static str) -> Result<PathB
     }
 }
 
+/// Writes beside `path` (a dotfile, which plugin directory scans skip), then
+/// renames: a watcher never sees half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

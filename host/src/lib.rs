@@ -11,6 +11,7 @@
 //! - [`log_state`]: conditions and plugin lines logged once per change.
 //! - [`files`]: reading outside files safely (regular, capped, confined).
 //! - [`text`]: outside text made safe for logs, Events and pages.
+//! - [`oci`]: plugins pulled from OCI registries, verified by digest.
 //! - [`commands`]: `plugin check` and `plugin run` for plugin authors.
 
 pub mod app;
@@ -22,5 +23,6 @@ pub mod files;
 pub mod http;
 pub mod log_state;
 pub mod metrics;
+pub mod oci;
 pub mod runtime;
 pub mod text;

@@ -353,13 +353,53 @@ async fn a_secret_in_another_namespace_is_refused_with_the_flag_to_allow_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configmap_plugins_override_the_bundled_ones_and_rejections_become_events() {
+async fn configmap_and_registry_plugins_override_the_bundled_ones_and_rejections_become_events() {
+    use crate::harness::registry::Registry;
     use crate::plugin_lifecycle::{new_build, plugin_status, sha256};
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use k8s_openapi::api::events::v1::Event;
 
     let kube = KubeApiServer::start().await;
     let client = kube.client().await;
+    // A plugin published to a registry that wants a login, which the host
+    // reads from a dockerconfigjson Secret.
+    let registry = Registry::start("puller", "k8s-registry-pw").await;
+    let login = registry.docker_config("login.json", "puller", "k8s-registry-pw");
+    let db_quota = plugin_file("examples", "db-quota");
+    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
+        .args([
+            "plugin",
+            "push",
+            db_quota.to_str().unwrap(),
+            &registry.reference("etcd/db-quota:1"),
+        ])
+        .args([
+            "--registry-config",
+            login.to_str().unwrap(),
+            "--registry-ca",
+            registry.ca_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let pinned = String::from_utf8(pushed.stdout).unwrap().trim().to_string();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kstone");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("registry-login".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_string(),
+                ByteString(std::fs::read(&login).unwrap()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kstone");
     let original = std::fs::read(plugin_file("bundled", "healthy")).unwrap();
     let map = |bytes: Vec<u8>| ConfigMap {
@@ -387,8 +427,22 @@ async fn configmap_plugins_override_the_bundled_ones_and_rejections_become_event
         "etcd-inspector.io/plugin=true",
         "--lease-duration",
         "2",
+        "--registry-secret",
+        "registry-login",
+        "--registry-ca",
+        registry.ca_file.to_str().unwrap(),
+        "--plugin-oci",
+        &format!("db-quota={pinned}"),
     ];
     let host = Host::kubernetes(&[], &kube.host_kubeconfig(), &flags).await;
+    let from_registry = plugin_status(&host, "/db-quota.wasm").await.unwrap_or_default();
+    assert_eq!(
+        from_registry["serving"]["sha256"],
+        sha256(&std::fs::read(&db_quota).unwrap()),
+        "pulled with the Secret's login before the host serves: {from_registry}"
+    );
+    assert_eq!(from_registry["source"]["reference"], pinned.as_str(), "{from_registry}");
+    assert!(!host.log().contains("k8s-registry-pw"), "no password in the log");
     let serving = async |expected: &str| {
         let status = plugin_status(&host, "/healthy.wasm").await.unwrap_or_default();
         if status["serving"]["sha256"] == expected && status["state"] == "active" {
@@ -446,7 +500,7 @@ async fn configmap_plugins_override_the_bundled_ones_and_rejections_become_event
     .await;
     let status = plugin_status(&host, "/healthy.wasm").await.unwrap();
     assert_eq!(
-        status["sha256"],
+        status["serving"]["sha256"],
         sha256(&original),
         "the old version keeps serving: {status}"
     );

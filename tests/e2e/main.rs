@@ -21,6 +21,7 @@ mod kubernetes;
 mod latency;
 mod leases;
 mod membership;
+mod oci;
 mod plugin_lifecycle;
 mod plugin_tools;
 mod quota;

@@ -61,6 +61,31 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 3.0)]
         etcd_timeout: f64,
     },
+    /// Check a plugin, then publish it to an OCI registry (CNCF wasm layout)
+    /// and print the reference pinned by digest.
+    Push {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// Where to: oci://registry/repository:tag
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+/// How registries are reached (plugin sources and `plugin push`).
+#[derive(clap::Args, Clone, Default)]
+pub struct RegistryArgs {
+    /// A docker config file with registry logins (`auths`; default:
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json when present).
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// A PEM file of a CA trusted for registries, besides the system's (repeatable).
+    #[arg(long)]
+    pub registry_ca: Vec<PathBuf>,
+    /// A registry (host:port) reached over plain HTTP, without TLS (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -108,6 +133,10 @@ pub struct KubeArgs {
     /// Seconds between observations of an unchanged cluster (and Secret re-reads).
     #[arg(long, default_value_t = 30.0)]
     pub resync_interval: f64,
+    /// A kubernetes.io/dockerconfigjson Secret (in --lease-lock-namespace)
+    /// with the logins of the registries plugins are pulled from.
+    #[arg(long)]
+    pub registry_secret: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -178,6 +207,16 @@ pub struct CommonArgs {
     /// Where plugin instances get their memory, tables and stacks.
     #[arg(long, value_enum, default_value_t = InstanceAllocation::Pooling)]
     pub instance_allocation: InstanceAllocation,
+    /// A plugin pulled from an OCI registry into --plugin-dir as NAME.wasm
+    /// (repeatable; the `source` field of --plugin-config does the same).
+    #[arg(long = "plugin-oci", value_name = "NAME=oci://REGISTRY/REPO[:TAG][@sha256:DIGEST]", value_parser = key_value)]
+    pub plugin_oci: Vec<(String, String)>,
+    /// Seconds between polls of OCI sources named by a tag (a moved tag is
+    /// pulled; a digest is pulled once).
+    #[arg(long, default_value_t = 60.0)]
+    pub plugin_oci_poll_interval: f64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[cfg(test)]

@@ -18,9 +18,13 @@ use crate::controllers::{SchedulerSettings, Supervisor};
 use crate::etcd::ConnectionSettings;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use crate::oci::source::{Credentials, OciSources};
+use crate::oci::{OciRef, RegistrySettings};
 use crate::runtime::settings::{SettingsFile, MAX_MEMORY_MIB};
 use crate::runtime::{watch_plugin_dir, CallLimits, PluginRegistry, Runtime};
-use cli::{Cli, Command, CommonArgs, InstanceAllocation, KubeArgs, MetricNames, PluginCommand, StandaloneArgs};
+use cli::{
+    Cli, Command, CommonArgs, InstanceAllocation, KubeArgs, MetricNames, PluginCommand, RegistryArgs, StandaloneArgs,
+};
 
 /// Instances alive at once beyond the inspections: plugins being loaded
 /// (describe) while inspections run.
@@ -88,6 +92,7 @@ struct Host {
     metrics: Arc<Metrics>,
     plugins: Arc<PluginRegistry>,
     supervisor: Arc<Supervisor>,
+    sources: Option<Arc<OciSources>>,
 }
 
 impl Host {
@@ -145,7 +150,51 @@ impl Host {
             metrics,
             plugins,
             supervisor,
+            sources: None,
         })
+    }
+
+    /// Starts polling the OCI plugin sources (flags and settings), after a
+    /// first pass: plugins pinned by digest serve before any inspection.
+    async fn start_oci(&mut self, common: &CommonArgs, credentials: Credentials) -> anyhow::Result<()> {
+        let mut flags = Vec::new();
+        for (name, text) in &common.plugin_oci {
+            anyhow::ensure!(
+                crate::runtime::settings::is_file_stem(name),
+                "--plugin-oci {name}=…: the name must be usable as a file name (letters, digits, - and _)"
+            );
+            flags.push((
+                name.clone(),
+                OciRef::parse(text).map_err(|e| anyhow::anyhow!("--plugin-oci {e}"))?,
+            ));
+        }
+        let from_settings = !self.plugins.oci_sources().is_empty();
+        if flags.is_empty() && !from_settings && common.plugin_config.is_none() {
+            return Ok(());
+        }
+        let Some(dir) = &common.plugin_dir else {
+            anyhow::ensure!(
+                flags.is_empty() && !from_settings,
+                "OCI plugin sources need --plugin-dir: the directory they are written to"
+            );
+            return Ok(());
+        };
+        let sources = Arc::new(OciSources::new(
+            registry_settings(&common.registry, common.etcd_timeout.max(10.0))?,
+            credentials,
+            flags,
+            dir.clone(),
+            self.plugins.clone(),
+            seconds("plugin-oci-poll-interval", common.plugin_oci_poll_interval)?,
+        ));
+        sources.poll_all().await;
+        let poller = sources.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(poller.poll).await;
+            poller.run().await
+        });
+        self.sources = Some(sources);
+        Ok(())
     }
 
     /// Serves HTTP until `work` ends; every `work` ends on SIGTERM/SIGINT
@@ -163,6 +212,7 @@ impl Host {
             metrics: self.metrics,
             plugins: self.plugins,
             supervisor: self.supervisor.clone(),
+            sources: self.sources,
         });
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -179,8 +229,32 @@ impl Host {
     }
 }
 
+/// Registry access as the flags describe it.
+fn registry_settings(args: &RegistryArgs, timeout_seconds: f64) -> anyhow::Result<RegistrySettings> {
+    Ok(RegistrySettings {
+        insecure: args.insecure_registry.clone(),
+        ca_files: args.registry_ca.clone(),
+        timeout: seconds("registry timeout", timeout_seconds)?,
+    })
+}
+
+/// `--registry-config`, else docker's own file when there is one.
+fn docker_config(args: &RegistryArgs) -> Credentials {
+    let default = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"))
+        .filter(|p| p.is_file());
+    match args.registry_config.clone().or(default) {
+        Some(path) => Credentials::DockerConfig(path),
+        None => Credentials::None,
+    }
+}
+
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let host = Host::start(&args.common, true).await?;
+    let mut host = Host::start(&args.common, true).await?;
+    host.start_oci(&args.common, docker_config(&args.common.registry))
+        .await?;
     anyhow::ensure!(
         args.manifests.is_dir(),
         "--manifests {}: not a directory",
@@ -212,7 +286,7 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
             .with_context(|| format!("--bundled-plugins {}", bundled.display()))?;
         tracing::info!(seeded, from = %bundled.display(), "bundled plugins");
     }
-    let host = Host::start(&args.common, role != Role::Clusters).await?;
+    let mut host = Host::start(&args.common, role != Role::Clusters).await?;
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -222,6 +296,14 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
         None => kube::Config::infer().await?,
     };
     let client = kube::Client::try_from(config)?;
+    let credentials = match &args.registry_secret {
+        Some(name) => Credentials::Secret {
+            api: Box::new(kube::Api::namespaced(client.clone(), &args.lease_lock_namespace)),
+            name: name.clone(),
+        },
+        None => docker_config(&args.common.registry),
+    };
+    host.start_oci(&args.common, credentials).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let hostname = std::env::var("HOSTNAME")
             .ok()
@@ -286,6 +368,18 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
             };
             let out = crate::commands::run(&runtime, &file, &manifest, cluster.as_deref(), connection).await?;
             print!("{out}");
+        }
+        PluginCommand::Push {
+            file,
+            reference,
+            registry,
+        } => {
+            let (_, report) = crate::commands::check(&runtime, &file, &[]).await?;
+            eprint!("{report}");
+            let target = OciRef::parse(&reference)?;
+            let settings = registry_settings(&registry, 60.0)?;
+            let pushed = crate::commands::push(&settings, docker_config(&registry), &file, &target).await?;
+            println!("{pushed}");
         }
     }
     Ok(())

@@ -25,6 +25,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub plugins: Arc<PluginRegistry>,
     pub supervisor: Arc<Supervisor>,
+    pub sources: Option<Arc<crate::oci::source::OciSources>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,7 +47,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 impl AppState {
     fn plugin_reports(&self, views: &[crate::controllers::ClusterView]) -> Vec<PluginReport> {
-        plugins::reports(self.plugins.statuses(), views)
+        let sources = self.sources.as_ref().map(|s| s.statuses()).unwrap_or_default();
+        plugins::reports(self.plugins.statuses(), sources, views)
     }
 }
 

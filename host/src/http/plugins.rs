@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::controllers::{ClusterView, RunRecord};
-use crate::runtime::PluginStatus;
+use crate::oci::source::SourceStatus;
+use crate::runtime::{PluginState, PluginStatus};
 
 /// How the last round of a plugin on one cluster went, in one word.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -65,16 +66,40 @@ pub struct RoundCounts {
 pub struct PluginReport {
     #[serde(flatten)]
     pub status: PluginStatus,
+    /// The OCI source the file is pulled from, and how its last poll went.
+    pub source: Option<SourceStatus>,
     pub rounds: RoundCounts,
     /// By cluster (`namespace/name`), the clusters this plugin is enabled on.
     pub clusters: BTreeMap<String, ClusterRound>,
 }
 
-/// Joins the registry's files with the supervisor's rounds.
-pub fn reports(statuses: Vec<PluginStatus>, views: &[ClusterView]) -> Vec<PluginReport> {
+/// Joins the registry's files with their OCI sources and the supervisor's
+/// rounds. A source that never delivered a file gets an entry of its own.
+pub fn reports(
+    mut statuses: Vec<PluginStatus>,
+    sources: Vec<SourceStatus>,
+    views: &[ClusterView],
+) -> Vec<PluginReport> {
+    let mut by_file: BTreeMap<String, SourceStatus> = sources.into_iter().map(|s| (s.file.clone(), s)).collect();
+    for file in by_file.keys() {
+        if !statuses.iter().any(|s| &s.file == file) {
+            let name = std::path::Path::new(file)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string);
+            statuses.push(PluginStatus {
+                file: file.clone(),
+                name,
+                state: PluginState::Failed,
+                serving: None,
+                last_rejected: None,
+            });
+        }
+    }
     statuses
         .into_iter()
         .map(|status| {
+            let source = by_file.remove(&status.file);
             let mut rounds = RoundCounts::default();
             let mut clusters = BTreeMap::new();
             // Rounds belong to the feature; a file that never loaded has none.
@@ -98,6 +123,7 @@ pub fn reports(statuses: Vec<PluginStatus>, views: &[ClusterView]) -> Vec<Plugin
             }
             PluginReport {
                 status,
+                source,
                 rounds,
                 clusters,
             }

@@ -161,8 +161,14 @@ fn plugin_table(plugins: &[PluginReport], now: SystemTime) -> Markup {
                             (v.version) " (contract " (v.wit_version) ") " code { (&v.sha256[..v.sha256.len().min(16)]) }
                             br; span.muted { "since " (ago(v.since_unix_ms, now)) }
                         } @else { "-" }
+                        @if let Some(src) = &p.source {
+                            br; span.muted { "from " code { (src.reference) } }
+                        }
                     }
                     td {
+                        @if let Some(e) = p.source.as_ref().and_then(|src| src.error.as_ref()) {
+                            span.bad { "pull refused " (ago(e.at_unix_ms, now)) ": " (e.message) } br;
+                        }
                         @if let Some(r) = &s.last_rejected {
                             code { (&r.sha256[..r.sha256.len().min(16)]) } " " (ago(r.at_unix_ms, now)) ": " (r.reason)
                         } @else { "-" }

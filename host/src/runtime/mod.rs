@@ -25,7 +25,7 @@ pub use host::BudgetKind;
 use host::HostState;
 
 pub use plugin::{sha256_hex, LoadError, LoadedPlugin, PluginInfo, WIT_LINE, WIT_PACKAGE};
-pub use registry::{PluginRegistry, PluginState, PluginStatus};
+pub use registry::{PluginRegistry, PluginState, PluginStatus, MAX_PLUGIN_BYTES};
 pub use watch::watch_plugin_dir;
 
 /// Bytes of a guest's stderr kept per call (panic messages land there).

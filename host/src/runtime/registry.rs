@@ -141,12 +141,23 @@ impl PluginRegistry {
         self
     }
 
-    fn reload_settings(&self) {
+    /// Re-reads `--plugin-config`, if set.
+    pub fn reload_settings(&self) {
         let Some(path) = &self.settings_path else { return };
         match SettingsFile::read(path) {
             Ok(settings) => *self.settings.write().unwrap() = settings,
             Err(e) => tracing::error!("plugin settings not reloaded, the previous ones stay: {e}"),
         }
+    }
+
+    /// `(name, oci://…)` of every plugin whose settings name a `source`.
+    pub fn oci_sources(&self) -> Vec<(String, String)> {
+        let settings = self.settings.read().unwrap();
+        settings
+            .plugins
+            .iter()
+            .filter_map(|(name, s)| s.source.clone().map(|src| (name.clone(), src)))
+            .collect()
     }
 
     pub fn statuses(&self) -> Vec<PluginStatus> {

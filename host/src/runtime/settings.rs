@@ -10,6 +10,7 @@
 //!     maxConsecutiveTraps: 5   # traps/timeouts/OOMs before calls back off; 0 turns it off
 //!     etcdCallsPerRound: 1000  # etcd calls one round may make
 //!     etcdBytesPerRound: 67108864  # bytes of etcd answers one round may read
+//!     source: "oci://ghcr.io/org/healthy:1.2@sha256:…"  # pulled into <plugin-dir>/healthy.wasm
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct PluginSettings {
     pub max_consecutive_traps: Option<u32>,
     pub etcd_calls_per_round: Option<u64>,
     pub etcd_bytes_per_round: Option<u64>,
+    /// An OCI reference the plugin is pulled from (`oci://…`).
+    pub source: Option<String>,
 }
 
 /// Consecutive traps, timeouts or OOMs before a plugin's calls back off.
@@ -88,6 +91,17 @@ impl SettingsFile {
             if s.etcd_bytes_per_round == Some(0) {
                 return Err(field("etcdBytesPerRound", "at least 1"));
             }
+            if let Some(source) = &s.source {
+                if let Err(e) = crate::oci::OciRef::parse(source) {
+                    return Err(format!("plugins.{name}.source: {e}"));
+                }
+                if !is_file_stem(name) {
+                    return Err(field(
+                        "source",
+                        "a plugin name usable as a file name (letters, digits, - and _)",
+                    ));
+                }
+            }
             if s.sha256
                 .as_ref()
                 .is_some_and(|h| h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()))
@@ -101,6 +115,11 @@ impl SettingsFile {
     pub fn for_plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()
     }
+}
+
+/// A name `<plugin-dir>/NAME.wasm` can be made of, and nothing else.
+pub fn is_file_stem(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl PluginSettings {

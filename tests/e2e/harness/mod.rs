@@ -36,6 +36,7 @@ pub mod kube;
 pub mod metrics;
 pub mod prometheus;
 pub mod proxy;
+pub mod registry;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -62,10 +62,8 @@ fn is_plugin_name(name: &str) -> bool {
     name.ends_with(".wasm") && !name.starts_with('.') && !name.contains('/')
 }
 
-/// Writes beside, then renames: the watcher never sees half a file.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, dir.join(name)))
+    crate::files::write_atomically(&dir.join(name), bytes)
 }
 
 pub async fn run(client: Client, namespace: String, selector: String, dirs: PluginDirs, registry: Arc<PluginRegistry>) {
