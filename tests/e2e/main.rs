@@ -26,5 +26,6 @@ mod plugin_lifecycle;
 mod plugin_tools;
 mod quota;
 mod request;
+mod sharding;
 mod status_page;
 mod tls_and_auth;

@@ -104,9 +104,14 @@ pub struct KubeArgs {
     /// Only EtcdClusters/EtcdInspections matching this label selector.
     #[arg(long = "label-selector", alias = "labelSelector")]
     pub label_selector: Option<String>,
-    /// Lease used for leader election (default depends on the subcommand).
+    /// The Lease of leader election, or with sharding the group name of the
+    /// replicas' Leases (default depends on the subcommand).
     #[arg(long)]
     pub lease_lock_name: Option<String>,
+    /// Only the Lease holder inspects, every cluster (the seed's model).
+    /// Without it every replica inspects its share of the clusters.
+    #[arg(long)]
+    pub leader_election: bool,
     #[arg(long, default_value = "kstone")]
     pub lease_lock_namespace: String,
     /// Seconds a lease stays valid without renewal.
@@ -170,6 +175,10 @@ pub struct StandaloneArgs {
     /// manifest cannot point a cluster at credentials elsewhere on disk).
     #[arg(long)]
     pub allow_cert_dirs_outside_manifests: bool,
+    /// Inspect one share of the clusters: INDEX of COUNT hosts given the
+    /// same manifests (e.g. 0/3, 1/3, 2/3). Adding a host moves about 1/COUNT.
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = crate::controllers::shard::StaticShard::parse)]
+    pub shard: Option<crate::controllers::shard::StaticShard>,
 }
 
 #[derive(clap::Args)]

@@ -264,6 +264,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         dir: args.manifests.clone(),
         rescan: seconds("rescan-interval", args.rescan_interval)?,
         confine_cert_dirs: !args.allow_cert_dirs_outside_manifests,
+        shard: args.shard,
     };
     let supervisor = host.supervisor.clone();
     let work = async move {
@@ -324,6 +325,7 @@ async fn kubernetes(args: KubeArgs, role: Role, default_lease: &str) -> anyhow::
         identity,
         allow_cross_namespace_secrets: args.allow_cross_namespace_secrets,
         resync: seconds("resync-interval", args.resync_interval)?,
+        sharding: !args.leader_election,
     };
     anyhow::ensure!(
         args.plugin_configmaps.is_none() || args.common.plugin_dir.is_some(),

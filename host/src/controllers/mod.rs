@@ -4,6 +4,7 @@
 pub mod invocation;
 mod job;
 pub mod kubernetes;
+pub mod shard;
 pub mod standalone;
 pub mod supervisor;
 

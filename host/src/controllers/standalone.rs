@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::shard::StaticShard;
 use super::Supervisor;
 use crate::cluster::manifests::ManifestReader;
 
@@ -14,6 +15,8 @@ pub struct ManifestSource {
     pub rescan: Duration,
     /// Refuse certName directories outside `dir` (the default).
     pub confine_cert_dirs: bool,
+    /// `--shard`: only the clusters of this share.
+    pub shard: Option<StaticShard>,
 }
 
 impl ManifestSource {
@@ -31,7 +34,13 @@ impl ManifestSource {
                 tokio::task::spawn_blocking(move || reader.lock().unwrap().read()).await
             };
             match read {
-                Ok(Ok(set)) => supervisor.apply(set.clusters, &set.rejected, set.errors),
+                Ok(Ok(mut set)) => {
+                    if let Some(shard) = self.shard {
+                        set.clusters.retain(|c| shard.owns(&c.key));
+                        set.rejected.retain(|k| shard.owns(k));
+                    }
+                    supervisor.apply(set.clusters, &set.rejected, set.errors)
+                }
                 // Keep running what we have: a transient read error must not
                 // stop every inspection.
                 Ok(Err(e)) => tracing::error!(dir = %self.dir.display(), "cannot read manifest directory: {e}"),

@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::registry::{ClusterRegistry, Unusable};
+use super::replicas::Membership;
 use super::status::{cluster_labels, cluster_status, feature_actions, FeatureAction, Observation, ObservedMember};
 use crate::cluster::config::annotations;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
@@ -22,6 +23,8 @@ use crate::etcd::CallError;
 
 pub struct Context {
     pub registry: Arc<ClusterRegistry>,
+    /// Which clusters this replica owns: only their status is written.
+    pub membership: tokio::sync::watch::Receiver<Membership>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +43,14 @@ pub async fn run(ctx: Arc<Context>) {
     };
     let clusters = Api::<EtcdCluster>::all(client.clone());
     let inspections = Api::<EtcdInspection>::all(client);
+    // When the replicas change, every cluster is looked at again: the ones
+    // this replica gained are reconciled now, not at their next resync.
+    let changes = futures::stream::unfold(ctx.membership.clone(), |mut rx| async move {
+        rx.changed().await.ok().map(|_| ((), rx))
+    });
     Controller::new(clusters, config(&selector))
         .owns(inspections, watcher::Config::default())
+        .reconcile_all_on(changes)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -59,6 +68,10 @@ fn error_policy(_: Arc<EtcdCluster>, error: &ReconcileError, _: Arc<Context>) ->
 async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let name = cluster.name_any();
+    if !ctx.membership.borrow().owns(&ClusterKey::of(&cluster)) {
+        // Another replica writes its status; look again if it goes.
+        return Ok(Action::requeue(ctx.registry.settings().resync));
+    }
     let api: Api<EtcdCluster> = Api::namespaced(ctx.registry.client().clone(), &namespace);
     let annotations = cluster.annotations();
     let (gates, _) = parse_feature_gates(

@@ -14,9 +14,11 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::registry::ClusterRegistry;
+use super::replicas::Membership;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionStatus, InspectionRecord};
 use crate::cluster::{ClusterConfig, ClusterKey};
 use crate::controllers::{RunRecord, Supervisor};
+use tokio::sync::watch;
 
 /// How often the desired set is recomputed and statuses written.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -27,7 +29,7 @@ const MAX_RECORDS: usize = 10;
 /// → (finish time of the run written, the records).
 type Written = HashMap<(String, String), (u128, VecDeque<InspectionRecord>)>;
 
-pub async fn run(registry: Arc<ClusterRegistry>, supervisor: Arc<Supervisor>) {
+pub async fn run(registry: Arc<ClusterRegistry>, supervisor: Arc<Supervisor>, membership: watch::Receiver<Membership>) {
     let client = registry.client().clone();
     let wc = match &registry.settings().label_selector {
         Some(s) => watcher::Config::default().labels(s),
@@ -40,7 +42,8 @@ pub async fn run(registry: Arc<ClusterRegistry>, supervisor: Arc<Supervisor>) {
 
     let mut written = Written::new();
     loop {
-        let (desired, keep, errors) = desired(&registry, &clusters, &inspections).await;
+        let owned = membership.borrow().clone();
+        let (desired, keep, errors) = desired(&registry, &clusters, &inspections, &owned).await;
         supervisor.apply(desired, &keep, errors);
         write_statuses(&client, &supervisor, &inspections, &mut written).await;
         tokio::time::sleep(SYNC_EVERY).await;
@@ -67,6 +70,7 @@ async fn desired(
     registry: &ClusterRegistry,
     clusters: &Store<EtcdCluster>,
     inspections: &Store<EtcdInspection>,
+    membership: &Membership,
 ) -> (Vec<ClusterConfig>, Vec<ClusterKey>, Vec<String>) {
     let inspections = inspections.state();
     let mut by_cluster: BTreeMap<ClusterKey, Vec<&EtcdInspection>> = BTreeMap::new();
@@ -79,6 +83,10 @@ async fn desired(
     let (mut configs, mut keep, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for cluster in clusters.state() {
         let key = ClusterKey::of(&cluster);
+        // Before its Secret is read: a replica touches only its own clusters.
+        if !membership.owns(&key) {
+            continue;
+        }
         let Some(own) = by_cluster.get(&key) else { continue };
         match registry.config(&cluster, own).await {
             Ok(config) => configs.push(config),
