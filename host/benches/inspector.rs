@@ -448,26 +448,39 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
     let conn = connection(endpoints)?;
     let wasm_metrics = Metrics::new("");
     wasm_metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
-    let mut state = None;
-    let t = Instant::now();
-    for batch in &batches {
-        let out = runtime
-            .on_events(
-                &plugin,
-                conn.clone(),
-                snapshot(vec![]),
-                state.clone(),
-                batch.clone(),
-                &CallLimits::default(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("request on_events: {e}"))?;
-        wasm_metrics.commit("request", "c", &out.samples, CommitMode::Add)?;
-        if out.state.is_some() {
-            state = out.state;
+    // The same batches through the frozen 0.1.2 build, which exports only
+    // `watcher`: what every event cost before `packed-watcher` (0.1.3).
+    let unpacked_plugin = runtime
+        .load(std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/compat/request-0.1.2.wasm"),
+        )?)
+        .await?;
+    let unpacked_metrics = Metrics::new("");
+    unpacked_metrics.register_plugin(&unpacked_plugin.info.name, &unpacked_plugin.info.metrics)?;
+    let run = async |plugin: &LoadedPlugin, metrics: &Metrics| -> anyhow::Result<(Duration, Option<Vec<u8>>)> {
+        let mut state = None;
+        let t = Instant::now();
+        for batch in &batches {
+            let out = runtime
+                .on_events(
+                    plugin,
+                    conn.clone(),
+                    snapshot(vec![]),
+                    state.clone(),
+                    batch.clone(),
+                    &CallLimits::default(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("request on_events: {e}"))?;
+            metrics.commit("request", "c", &out.samples, CommitMode::Add)?;
+            if out.state.is_some() {
+                state = out.state;
+            }
         }
-    }
-    let wasm = t.elapsed();
+        Ok((t.elapsed(), state))
+    };
+    let (unpacked, _) = run(&unpacked_plugin, &unpacked_metrics).await?;
+    let (wasm, state) = run(&plugin, &wasm_metrics).await?;
     let native_metrics = Metrics::new("");
     native_metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
     let mut cluster = FakeCluster::new("c");
@@ -489,8 +502,10 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
                 mod_revision: e.mod_revision,
             })
             .collect();
+        // The plugin's own `on_events`, unpacked: native code has no
+        // boundary to pack a batch for.
         let samples = cluster
-            .on_events::<request::Request>(sdk_events)
+            .on_unpacked_events::<request::Request>(sdk_events)
             .map_err(|e| anyhow::anyhow!("native request: {e}"))?;
         let samples: Vec<SampleValue> = samples
             .0
@@ -510,12 +525,18 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
         && counter_sum(&wasm_text, "inspection_etcd_key_total")
             == counter_sum(&native_text, "inspection_etcd_key_total");
     let per_event = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / events as f64);
+    let same = same
+        && counter_sum(&unpacked_metrics.render(), "inspection_etcd_request_total")
+            == counter_sum(&native_text, "inspection_etcd_request_total");
     report.push(format!(
-        "Same {events} events in batches of 1000, one thread (CPU = wall): wasm {:.2?} per event, native {:.2?}, \
-         ratio {:.2} (target ≤ 2); samples identical: {same}.\n",
+        "Same {events} events in batches of 1000, one thread (CPU = wall): wasm {:.2?} per event (packed-watcher), \
+         native {:.2?}, ratio {:.2} (target ≤ 2); the 0.1.2 build (watcher, a list of records) {:.2?} per event, \
+         ratio {:.2}; samples identical: {same}.\n",
         per_event(wasm),
         per_event(native),
-        wasm.as_secs_f64() / native.as_secs_f64()
+        wasm.as_secs_f64() / native.as_secs_f64(),
+        per_event(unpacked),
+        unpacked.as_secs_f64() / native.as_secs_f64(),
     ));
 
     // The whole host path under a writer.

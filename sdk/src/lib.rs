@@ -6,7 +6,7 @@
 //! each etcd cluster it watches and exports the samples it returns as
 //! Prometheus metrics.
 //!
-//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.2`), so a plugin
+//! The SDK owns the WIT contract (`etcd-inspector:plugin@0.1.3`), so a plugin
 //! depends on this crate and on nothing else of ours.
 //!
 //! ```ignore
@@ -49,8 +49,8 @@ pub mod bindings {
 
 pub use bindings::etcd_inspector::plugin::types::{
     Alarm, AlarmType, Certificate, ClusterSnapshot, DowngradeInfo, EtcdError, EventKind, KeyInfo, KeyRange, KvHash,
-    LeaseInfo, Member, MemberHealth, MemberStatus, MemberStatusDetails, MetricDesc, MetricKind, PluginInfo,
-    PresentedCertificates, RangeCount, Sample, WatchEvent,
+    LeaseInfo, Member, MemberHealth, MemberStatus, MemberStatusDetails, MetricDesc, MetricKind, PackedEvents,
+    PluginInfo, PresentedCertificates, RangeCount, Sample, WatchEvent,
 };
 
 impl KeyRange {
@@ -500,6 +500,101 @@ pub trait Plugin {
         let _ = (snapshot, events);
         Err("this plugin does not consume watch events".into())
     }
+
+    /// What the host calls with a batch (hosts serving 0.1.3 and later):
+    /// by default the events are unpacked and given to
+    /// [`Plugin::on_events`]. A plugin that handles many events overrides
+    /// it to read them in place ([`EventRef`]), without a copy per key.
+    fn on_event_batch(snapshot: ClusterSnapshot, events: EventBatch) -> Result<Vec<Sample>, String> {
+        Self::on_events(snapshot, events.iter().map(EventRef::to_event).collect())
+    }
+}
+
+/// A batch of watch events as the host packs them; [`EventBatch::iter`]
+/// reads them in revision order.
+pub struct EventBatch(PackedEvents);
+
+/// One event of an [`EventBatch`], borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key's bytes.
+    pub key: &'a [u8],
+    /// Revision at which the key was created (0 for a delete).
+    pub create_revision: u64,
+    /// Revision of this event.
+    pub mod_revision: u64,
+}
+
+impl EventRef<'_> {
+    /// An owned [`WatchEvent`].
+    pub fn to_event(self) -> WatchEvent {
+        WatchEvent {
+            kind: self.kind,
+            key: self.key.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+impl EventBatch {
+    /// Packs `events` as the host does (the SDK's test harness, benchmarks).
+    pub fn pack(events: &[WatchEvent]) -> Self {
+        let mut packed = PackedEvents {
+            keys: Vec::with_capacity(events.iter().map(|e| e.key.len()).sum()),
+            key_ends: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(events.len()),
+            revisions: Vec::with_capacity(events.len() * 2),
+        };
+        for e in events {
+            packed.keys.extend_from_slice(&e.key);
+            packed.key_ends.push(packed.keys.len() as u32);
+            packed.kinds.push(u8::from(e.kind == EventKind::Delete));
+            packed.revisions.extend([e.create_revision, e.mod_revision]);
+        }
+        EventBatch(packed)
+    }
+
+    /// Takes a batch from the host, checking that its buffers agree.
+    pub fn new(packed: PackedEvents) -> Result<Self, String> {
+        let n = packed.kinds.len();
+        let ends_ok = packed.key_ends.windows(2).all(|w| w[0] <= w[1])
+            && packed.key_ends.last().is_none_or(|&e| e as usize <= packed.keys.len());
+        if packed.key_ends.len() != n || packed.revisions.len() != 2 * n || !ends_ok {
+            return Err("malformed event batch".into());
+        }
+        Ok(EventBatch(packed))
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.0.kinds.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.kinds.is_empty()
+    }
+
+    /// The events, in order.
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let p = &self.0;
+        (0..p.kinds.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { p.key_ends[i - 1] as usize };
+            EventRef {
+                kind: if p.kinds[i] == 1 {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                },
+                key: &p.keys[start..p.key_ends[i] as usize],
+                create_revision: p.revisions[2 * i],
+                mod_revision: p.revisions[2 * i + 1],
+            }
+        })
+    }
 }
 
 #[doc(hidden)]
@@ -517,6 +612,12 @@ impl<P: Plugin> bindings::exports::etcd_inspector::plugin::inspector::Guest for 
 impl<P: Plugin> bindings::exports::etcd_inspector::plugin::watcher::Guest for Adapter<P> {
     fn on_events(snapshot: ClusterSnapshot, events: Vec<WatchEvent>) -> Result<Vec<Sample>, String> {
         P::on_events(snapshot, events)
+    }
+}
+
+impl<P: Plugin> bindings::exports::etcd_inspector::plugin::packed_watcher::Guest for Adapter<P> {
+    fn on_packed_events(snapshot: ClusterSnapshot, events: PackedEvents) -> Result<Vec<Sample>, String> {
+        P::on_event_batch(snapshot, EventBatch::new(events)?)
     }
 }
 

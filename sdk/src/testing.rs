@@ -439,8 +439,19 @@ impl FakeCluster {
         result.map(|s| Samples(check::<P>(s)))
     }
 
-    /// Runs `P::on_events` against this cluster and checks the samples.
+    /// Delivers `events` as a 0.1.3 host does (packed, to
+    /// [`Plugin::on_event_batch`], which calls `on_events` unless the
+    /// plugin overrides it) and checks the samples.
     pub fn on_events<P: Plugin>(&self, events: Vec<WatchEvent>) -> Result<Samples, String> {
+        let snapshot = self.snapshot();
+        let batch = crate::EventBatch::pack(&events);
+        let (result, _) = self.with_installed(|| P::on_event_batch(snapshot, batch));
+        result.map(|s| Samples(check::<P>(s)))
+    }
+
+    /// Delivers `events` unpacked to [`Plugin::on_events`], as hosts before
+    /// 0.1.3 do, and checks the samples.
+    pub fn on_unpacked_events<P: Plugin>(&self, events: Vec<WatchEvent>) -> Result<Samples, String> {
         let snapshot = self.snapshot();
         let (result, _) = self.with_installed(|| P::on_events(snapshot, events));
         result.map(|s| Samples(check::<P>(s)))
@@ -909,6 +920,41 @@ mod tests {
             matches!(before_cluster, Some(EtcdError::Compacted(100))),
             "{before_cluster:?}"
         );
+    }
+
+    #[test]
+    fn a_packed_batch_reads_back_the_events_it_was_made_of() {
+        let events = vec![
+            WatchEvent {
+                kind: crate::EventKind::Put,
+                key: b"/registry/pods/a".to_vec(),
+                create_revision: 5,
+                mod_revision: 5,
+            },
+            WatchEvent {
+                kind: crate::EventKind::Delete,
+                key: Vec::new(),
+                create_revision: 0,
+                mod_revision: 6,
+            },
+            WatchEvent {
+                kind: crate::EventKind::Put,
+                key: b"/registry/pods/b".to_vec(),
+                create_revision: 2,
+                mod_revision: 7,
+            },
+        ];
+        let batch = crate::EventBatch::pack(&events);
+        assert_eq!(batch.len(), 3);
+        let back: Vec<WatchEvent> = batch.iter().map(crate::EventRef::to_event).collect();
+        assert_eq!(format!("{back:?}"), format!("{events:?}"));
+        let malformed = crate::PackedEvents {
+            keys: b"abc".to_vec(),
+            key_ends: vec![4],
+            kinds: vec![0],
+            revisions: vec![1, 1],
+        };
+        assert!(crate::EventBatch::new(malformed).is_err(), "a key past the buffer");
     }
 
     #[test]

@@ -27,13 +27,35 @@ fn compat_fixture() -> PathBuf {
     ))
 }
 
+/// Built against 0.1.2: exports `watcher` but not `packed-watcher`.
+#[test]
+fn a_watching_plugin_from_before_packed_events_still_gets_its_events() {
+    let fixture = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/compat/request-0.1.2.wasm"
+    ));
+    let digest = etcd_inspector::runtime::sha256_hex(&std::fs::read(&fixture).unwrap());
+    assert_eq!(
+        digest, "5850575f4dc317bf7703eeba38ff1ea35aa728212226636b1b9738ca08bccb6f",
+        "the fixture is frozen"
+    );
+    let (ok, out, err) = inspector(&["plugin", "check", fixture.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.2"), "{out}");
+    // The events round goes through `watcher.on-events`, unpacked.
+    assert!(
+        out.contains("events     ok on a fake 3-member etcd 3.6 cluster: 2 samples"),
+        "{out}"
+    );
+}
+
 #[test]
 fn check_describes_runs_on_a_fake_cluster_and_rejects_with_the_reason() {
     let db_quota = plugin_file("examples", "db-quota");
     let (ok, out, _) = inspector(&["plugin", "check", db_quota.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("name:      db-quota"), "{out}");
-    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.2"), "{out}");
+    assert!(out.contains("contract:  etcd-inspector:plugin@0.1.3"), "{out}");
     assert!(
         out.contains("example_db_quota_usage_ratio gauge {clusterName,endpoint}"),
         "{out}"

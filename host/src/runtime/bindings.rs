@@ -10,4 +10,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::etcd_inspector::plugin::types;
-pub use self::exports::etcd_inspector::plugin::{inspector, watcher};
+pub use self::exports::etcd_inspector::plugin::{inspector, packed_watcher, watcher};

@@ -10,7 +10,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtx;
 
-use super::bindings::{inspector, types, watcher};
+use super::bindings::{inspector, packed_watcher, types, watcher};
 use super::host::HostState;
 use super::EtcdUse;
 use super::{CallFailure, CallLimits, Outcome, Runtime, MAX_MESSAGE_BYTES, STDERR_BYTES};
@@ -21,6 +21,7 @@ pub(super) enum Call {
     Describe,
     Inspect(types::ClusterSnapshot),
     Events(types::ClusterSnapshot, Vec<types::WatchEvent>),
+    PackedEvents(types::ClusterSnapshot, types::PackedEvents),
 }
 
 pub(super) enum Reply {
@@ -33,6 +34,7 @@ pub(super) struct Entry<'a> {
     pub(super) pre: &'a InstancePre<HostState>,
     pub(super) inspector: &'a inspector::GuestIndices,
     pub(super) watcher: Option<&'a watcher::GuestIndices>,
+    pub(super) packed_watcher: Option<&'a packed_watcher::GuestIndices>,
 }
 
 /// Who a call is for, and what it carries over from earlier calls.
@@ -109,6 +111,17 @@ impl Runtime {
                     let guest = indices.load(&mut store, &instance).map_err(instantiate_error)?;
                     guest
                         .call_on_events(&mut store, &snapshot, &events)
+                        .await
+                        .map(Reply::Samples)
+                }
+                Call::PackedEvents(snapshot, events) => {
+                    let indices = entry.packed_watcher.ok_or_else(|| CallFailure {
+                        outcome: Outcome::PluginError,
+                        message: "the plugin does not export the packed-watcher interface".into(),
+                    })?;
+                    let guest = indices.load(&mut store, &instance).map_err(instantiate_error)?;
+                    guest
+                        .call_on_packed_events(&mut store, &snapshot, &events)
                         .await
                         .map(Reply::Samples)
                 }

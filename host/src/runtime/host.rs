@@ -191,6 +191,27 @@ fn to_wit_certificate(c: crate::etcd::CertificateInfo) -> types::Certificate {
     }
 }
 
+/// A batch in the `packed-events` layout: four buffers, whatever the
+/// number of events (the plugin's allocator is called four times, not once
+/// per key).
+pub(super) fn pack_events(events: Vec<crate::etcd::WatchEvent>) -> types::PackedEvents {
+    let mut packed = types::PackedEvents {
+        keys: Vec::with_capacity(events.iter().map(|e| e.key.len()).sum()),
+        key_ends: Vec::with_capacity(events.len()),
+        kinds: Vec::with_capacity(events.len()),
+        revisions: Vec::with_capacity(events.len() * 2),
+    };
+    for e in events {
+        packed.keys.extend_from_slice(&e.key);
+        packed
+            .key_ends
+            .push(u32::try_from(packed.keys.len()).unwrap_or(u32::MAX));
+        packed.kinds.push(u8::from(e.deleted));
+        packed.revisions.extend([e.create_revision, e.mod_revision]);
+    }
+    packed
+}
+
 pub(super) fn to_wit_event(e: crate::etcd::WatchEvent) -> types::WatchEvent {
     types::WatchEvent {
         kind: if e.deleted {

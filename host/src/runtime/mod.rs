@@ -19,7 +19,7 @@ use wasmtime::Engine;
 
 use crate::etcd::{EtcdReads, MemberInfo, WatchEvent};
 use crate::metrics::SampleValue;
-use bindings::{inspector, types, watcher, WatchPlugin};
+use bindings::{inspector, packed_watcher, types, watcher, WatchPlugin};
 use call::{wasm_error_chain, Call, CallInput, Entry, Reply};
 pub use host::BudgetKind;
 use host::HostState;
@@ -197,6 +197,7 @@ impl Runtime {
             .map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
         let inspector = inspector::GuestIndices::new(&pre).map_err(|e| LoadError::Link(wasm_error_chain(&e)))?;
         let watcher = watcher::GuestIndices::new(&pre).ok();
+        let packed_watcher = packed_watcher::GuestIndices::new(&pre).ok();
         let limits = CallLimits {
             timeout: DESCRIBE_TIMEOUT.min(self.limits.timeout),
             ..self.limits.clone()
@@ -205,6 +206,7 @@ impl Runtime {
             pre: &pre,
             inspector: &inspector,
             watcher: None,
+            packed_watcher: None,
         };
         let loading = CallInput {
             plugin: "(loading)".into(),
@@ -229,6 +231,7 @@ impl Runtime {
             pre,
             inspector,
             watcher,
+            packed_watcher,
         })
     }
 
@@ -283,12 +286,16 @@ impl Runtime {
         };
         let call = match events {
             None => Call::Inspect(wit_snapshot),
+            Some(events) if plugin.packed_watcher.is_some() => {
+                Call::PackedEvents(wit_snapshot, host::pack_events(events))
+            }
             Some(events) => Call::Events(wit_snapshot, events.into_iter().map(host::to_wit_event).collect()),
         };
         let entry = Entry {
             pre: &plugin.pre,
             inspector: &plugin.inspector,
             watcher: plugin.watcher.as_ref(),
+            packed_watcher: plugin.packed_watcher.as_ref(),
         };
         let (reply, state, etcd) = self.call(entry, input, call, limits).await?;
         match reply {

@@ -7,7 +7,7 @@ use wasmtime::Engine;
 
 use wasmtime::component::InstancePre;
 
-use super::bindings::{inspector, types, watcher};
+use super::bindings::{inspector, packed_watcher, types, watcher};
 use super::host::HostState;
 use crate::metrics::{MetricKind, MetricSpec};
 
@@ -37,6 +37,9 @@ pub struct LoadedPlugin {
     pub(super) inspector: inspector::GuestIndices,
     /// Present when the plugin exports `watcher` (consumes watch events).
     pub(super) watcher: Option<watcher::GuestIndices>,
+    /// Present when it also exports `packed-watcher` (SDK 0.1.3+): events
+    /// go over packed, a few copies per batch instead of one per key.
+    pub(super) packed_watcher: Option<packed_watcher::GuestIndices>,
 }
 
 impl LoadedPlugin {
