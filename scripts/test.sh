@@ -39,3 +39,10 @@ sed -i "s|^etcd-inspector-sdk = { path = .*|etcd-inspector-sdk = { path = \"../e
 cargo test --quiet --manifest-path "$outside/plugin/Cargo.toml"
 cargo build --quiet --manifest-path "$outside/plugin/Cargo.toml" --release --target wasm32-wasip2
 cargo run --quiet -p etcd-inspector -- plugin check "${CARGO_TARGET_DIR:-$outside/plugin/target}/wasm32-wasip2/release/my_inspection.wasm"
+# And as a git dependency on this repository (how a plugin pins the SDK of
+# a release tag before the crate is on crates.io): the committed HEAD.
+git_dep="$outside/git-plugin"
+cp -r templates/plugin "$git_dep"
+rm -rf "$git_dep/target"
+sed -i "s|^etcd-inspector-sdk = { path = .*|etcd-inspector-sdk = { git = \"file://$PWD\", rev = \"$(git rev-parse HEAD)\" }|" "$git_dep/Cargo.toml"
+CARGO_NET_GIT_FETCH_WITH_CLI=true cargo test --quiet --manifest-path "$git_dep/Cargo.toml"
