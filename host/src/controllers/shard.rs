@@ -15,9 +15,12 @@ pub fn owner<'a>(replicas: impl IntoIterator<Item = &'a str>, key: &ClusterKey) 
     replicas.into_iter().max_by_key(|r| weight(r, key))
 }
 
+/// By name alone, not namespace: clusters of one name in two namespaces
+/// share a `clusterName` label, and the host refuses the second; they must
+/// land on the same replica for that check to see both.
 fn weight<'a>(replica: &'a str, key: &ClusterKey) -> (u64, &'a str) {
     let mut h = Sha256::new();
-    for part in [replica, "\0", &key.namespace, "/", &key.name] {
+    for part in [replica, "\0", &key.name] {
         h.update(part.as_bytes());
     }
     let d = h.finalize();
@@ -86,6 +89,24 @@ mod tests {
             if owner(three, k) != Some("replica-c") {
                 assert_eq!(owner(three, k), owner(two, k));
             }
+        }
+    }
+
+    #[test]
+    fn one_name_in_two_namespaces_has_one_owner() {
+        let replicas = ["replica-a", "replica-b", "replica-c"];
+        for i in 0..100 {
+            let (a, b) = (
+                ClusterKey {
+                    namespace: "team-a".into(),
+                    name: format!("etcd-{i}"),
+                },
+                ClusterKey {
+                    namespace: "team-b".into(),
+                    name: format!("etcd-{i}"),
+                },
+            );
+            assert_eq!(owner(replicas, &a), owner(replicas, &b));
         }
     }
 
