@@ -14,10 +14,18 @@ use crate::harness::host::{cluster_manifest, Host};
 use crate::harness::kube::KubeApiServer;
 use crate::harness::{plugin_file, wait_until};
 
-const CLUSTERS: usize = 240;
+/// SHARDING_CLUSTERS=1000 measures a larger fleet (bench/HISTORY.md).
+fn clusters() -> usize {
+    std::env::var("SHARDING_CLUSTERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(240)
+}
 /// Long enough for an API server serving three hosts and 240 clusters on
-/// two cores to answer every renewal in time (production default: 15).
-const LEASE_SECONDS: u64 = 6;
+/// two cores to answer every renewal in time, also while the survivors of
+/// a death take over its clusters (with 6 s they sometimes did not, and
+/// replicas dropped out for a moment; production default: 15).
+const LEASE_SECONDS: u64 = 10;
 /// healthy's interval: the bound of a takeover is the lease and one interval.
 const INTERVAL_SECONDS: u64 = 30;
 
@@ -36,16 +44,17 @@ async fn shares(hosts: &[Option<Host>]) -> Vec<BTreeSet<String>> {
     out
 }
 
-/// Every one of the CLUSTERS on exactly one live replica, or what is wrong.
+/// Every cluster on exactly one live replica, or what is wrong.
 fn partition(shares: &[BTreeSet<String>]) -> Result<(), String> {
     let total: usize = shares.iter().map(BTreeSet::len).sum();
     let union: BTreeSet<&String> = shares.iter().flatten().collect();
     let sizes: Vec<usize> = shares.iter().map(BTreeSet::len).collect();
-    if union.len() == CLUSTERS && total == CLUSTERS {
+    let n = clusters();
+    if union.len() == n && total == n {
         Ok(())
     } else {
         Err(format!(
-            "{} of {CLUSTERS} inspected, {} on two replicas, shares {sizes:?}",
+            "{} of {n} inspected, {} on two replicas, shares {sizes:?}",
             union.len(),
             total - union.len()
         ))
@@ -73,9 +82,9 @@ async fn clusters_are_shared_by_live_replicas_and_move_when_one_dies_or_returns(
     let etcds = [Etcd::start(Options::new(1)).await, Etcd::start(Options::new(1)).await];
     let kube = KubeApiServer::start().await;
     let api: Api<EtcdCluster> = Api::namespaced(kube.client().await, "default");
-    for i in 0..CLUSTERS {
+    for i in 0..clusters() {
         let yaml = cluster_manifest(
-            &format!("tenant-{i:03}"),
+            &format!("tenant-{i:04}"),
             &[
                 ("importedAddr", &etcds[i % 2].members[0].client_url),
                 ("featureGates", "healthy=true"),

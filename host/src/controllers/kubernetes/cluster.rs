@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -20,6 +20,9 @@ use crate::cluster::config::annotations;
 use crate::cluster::crd::{EtcdCluster, EtcdInspection, EtcdInspectionSpec};
 use crate::cluster::{parse_feature_gates, ClusterKey};
 use crate::etcd::CallError;
+
+/// EtcdClusters reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 64;
 
 pub struct Context {
     pub registry: Arc<ClusterRegistry>,
@@ -50,6 +53,10 @@ pub async fn run(ctx: Arc<Context>) {
     });
     Controller::new(clusters, config(&selector))
         .owns(inspections, watcher::Config::default())
+        // A bulk reconcile (start, a replica joining or leaving) must not
+        // send thousands of requests at once: the API server also serves
+        // the Lease renewals that keep replicas in the set.
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .reconcile_all_on(changes)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

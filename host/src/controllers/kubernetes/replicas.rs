@@ -17,6 +17,8 @@
 //!   it will take as soon as they see it: a replica inspects a cluster only
 //!   when it owns it both among all live replicas and among the settled ones.
 
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -36,11 +38,13 @@ pub const GROUP_LABEL: &str = "etcd-inspector.io/replica-group";
 const JOIN_GRACE_RENEWALS: u32 = 3;
 
 /// The replicas as this one sees them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Membership {
     pub me: String,
-    /// Whether this replica's own Lease is surely valid.
-    pub active: bool,
+    /// Until when this replica's own Lease is surely valid (80 % of the
+    /// duration after its last renewal). Checked at every use, so a
+    /// renewal loop stuck on a slow API server cannot keep it inspecting.
+    pub valid_until: Option<Instant>,
     /// Replicas whose Lease has not run out (this one included).
     pub live: Vec<String>,
     /// Live replicas past their join grace.
@@ -52,18 +56,30 @@ impl Membership {
     pub fn alone(me: &str) -> Self {
         Membership {
             me: me.into(),
-            active: true,
+            valid_until: Some(Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
             live: vec![me.into()],
             settled: vec![me.into()],
         }
     }
 
+    /// Whether this replica's Lease is valid now.
+    pub fn active(&self) -> bool {
+        self.valid_until.is_some_and(|t| Instant::now() < t)
+    }
+
     /// Whether this replica inspects `key` now.
     pub fn owns(&self, key: &ClusterKey) -> bool {
         let me = Some(self.me.as_str());
-        self.active
+        self.active()
             && owner(self.live.iter().map(String::as_str), key) == me
             && owner(self.settled.iter().map(String::as_str), key) == me
+    }
+
+    /// The same replicas, whatever the validity: what the controllers
+    /// react to (a renewal alone must not make them look at every cluster).
+    fn same_replicas(&self, other: &Membership) -> bool {
+        (self.me.as_str(), &self.live, &self.settled, self.active())
+            == (other.me.as_str(), &other.live, &other.settled, other.active())
     }
 }
 
@@ -88,12 +104,19 @@ impl Replicas {
 
     /// Renews this replica's Lease and publishes the membership, forever.
     pub async fn run(&self, membership: watch::Sender<Membership>) {
-        let mut last_renewal: Option<tokio::time::Instant> = None;
+        let mut last_renewal: Option<Instant> = None;
         // A lasting failure is logged when it starts and every few minutes.
         let (mut renewals, mut lists) = (LogState::default(), LogState::default());
         loop {
-            let now = tokio::time::Instant::now();
-            match self.renew(last_renewal.is_none()).await {
+            let now = Instant::now();
+            // Bounds a hung request. A slow answer still counts: the
+            // renewal time written is `now`, and validity runs from it.
+            let patience = self.timing.duration;
+            let renewed = match tokio::time::timeout(patience, self.renew(last_renewal.is_none())).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {patience:?}")),
+            };
+            match renewed {
                 Ok(()) => {
                     last_renewal = Some(now);
                     if let Some(line) = renewals.succeeded() {
@@ -101,48 +124,56 @@ impl Replicas {
                     }
                 }
                 Err(e) => {
-                    if let Some(line) = renewals.failed(&e.to_string()) {
+                    if let Some(line) = renewals.failed(&e) {
                         tracing::warn!(lease = %self.lease_name, "replica lease renewal failed: {line}");
                     }
                 }
             }
-            let active = last_renewal.is_some_and(|t| now.duration_since(t) < self.timing.duration.mul_f64(0.8));
             if last_renewal.is_some_and(|t| now.duration_since(t) >= self.timing.duration) {
                 // Gone from the others' view: the next renewal is a new join.
                 last_renewal = None;
             }
-            let next = match self.list().await {
+            let valid_until = last_renewal.map(|t| t + self.timing.duration.mul_f64(0.8));
+            let listed = match tokio::time::timeout(patience, self.list()).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {patience:?}")),
+            };
+            let next = match listed {
                 Ok((live, settled)) => {
                     if let Some(line) = lists.succeeded() {
                         tracing::info!("replica leases listed again {line}");
                     }
                     Membership {
                         me: self.identity.clone(),
-                        active,
+                        valid_until,
                         live,
                         settled,
                     }
                 }
                 Err(e) => {
-                    if let Some(line) = lists.failed(&e.to_string()) {
+                    if let Some(line) = lists.failed(&e) {
                         tracing::warn!("replica leases not listed: {line}");
                     }
                     Membership {
-                        active,
+                        valid_until,
                         ..membership.borrow().clone()
                     }
                 }
             };
-            if *membership.borrow() != next {
-                tracing::info!(
-                    identity = %self.identity,
-                    active = next.active,
-                    live = ?next.live,
-                    settled = next.settled.len(),
-                    "replicas changed"
-                );
-                let _ = membership.send(next);
-            }
+            membership.send_if_modified(|current| {
+                let changed = !current.same_replicas(&next);
+                if changed {
+                    tracing::info!(
+                        identity = %self.identity,
+                        active = next.active(),
+                        live = ?next.live,
+                        settled = next.settled.len(),
+                        "replicas changed"
+                    );
+                }
+                *current = next;
+                changed
+            });
             tokio::time::sleep(self.timing.renew_every).await;
         }
     }
@@ -261,7 +292,7 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let old = |me: &str| Membership {
             me: me.into(),
-            active: true,
+            valid_until: Some(Instant::now() + Duration::from_secs(60)),
             live: names(&["a", "b", "c"]),
             settled: names(&["a", "b"]),
         };
@@ -283,11 +314,16 @@ mod tests {
             assert_eq!(owners(&settled, &k), 1, "settled: exactly one owner");
         }
         assert!((120..280).contains(&gap), "about a third wait for c: {gap}");
-        let inactive = Membership {
-            active: false,
+        let expired = Membership {
+            valid_until: Some(Instant::now() - Duration::from_millis(1)),
             ..Membership::alone("a")
         };
-        assert!(!inactive.owns(&key(1)), "an expired replica inspects nothing");
+        assert!(!expired.owns(&key(1)), "a replica past its validity inspects nothing");
+        let never = Membership {
+            valid_until: None,
+            ..Membership::alone("a")
+        };
+        assert!(!never.owns(&key(1)), "nor one that never renewed");
     }
 
     #[test]
