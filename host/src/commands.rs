@@ -29,7 +29,7 @@ pub async fn check(
         namespace: "default".into(),
         name: "fake".into(),
     };
-    let mut rounds = match invocation::watch_prefix(&plugin, params) {
+    let rounds = match invocation::watch_prefix(&plugin, params) {
         Some((prefix, _)) => {
             let key = format!("{prefix}etcd-inspector-check").into_bytes();
             let put = |deleted| WatchEvent {
@@ -51,7 +51,7 @@ pub async fn check(
     };
     let metrics = Metrics::new("");
     metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
-    for (what, work) in rounds.drain(..) {
+    for (what, work) in rounds {
         let samples = invoke(runtime, &metrics, &plugin, &cluster, &fake, params, work)
             .await
             .with_context(|| format!("{}: {what} on a fake cluster", file.display()))?;

@@ -430,9 +430,9 @@ impl Job {
             .unwrap_or_default()
             .as_millis();
         let ok = outcome == Outcome::Ok.as_str();
-        let kept = !ok
-            && self.plugins.settings(&self.feature).on_failure == OnFailure::Keep
-            && self.metrics.series_count(&self.feature, &self.cluster.name) > 0;
+        // `onFailure: drop` has already deleted them by now; what is left
+        // is what `keep` holds, whatever the setting says.
+        let kept = !ok && self.metrics.series_count(&self.feature, &self.cluster.name) > 0;
         let mut runs = self.runs.lock().unwrap();
         let previous = runs.get(&self.feature);
         let record = RunRecord {

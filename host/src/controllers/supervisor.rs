@@ -46,8 +46,8 @@ pub struct RunRecord {
     pub consecutive_failures: u32,
     /// When a round last succeeded on this cluster (this version or another).
     pub last_ok_unix_ms: Option<u128>,
-    /// The round failed and `onFailure: keep` holds the series of the last
-    /// good round: what Prometheus scrapes is that old.
+    /// The round failed and the series of the last good round are still
+    /// exported (`onFailure: keep`): what Prometheus scrapes is that old.
     pub stale_series_kept: bool,
 }
 

@@ -103,8 +103,8 @@ pub fn reports(
             let mut rounds = RoundCounts::default();
             let mut clusters = BTreeMap::new();
             // Rounds belong to the feature; a file that never loaded has none.
-            let serves = status.serving.is_some();
-            for view in views.iter().filter(|_| serves) {
+            let views = if status.serving.is_some() { views } else { &[] };
+            for view in views {
                 let Some(run) = status.name.as_ref().and_then(|n| view.features.get(n)) else {
                     continue;
                 };

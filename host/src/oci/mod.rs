@@ -34,7 +34,7 @@ pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// Also accepted: the older wasm-to-oci / Krustlet layer type.
 const OLD_WASM_MEDIA_TYPE: &str = oci_client::manifest::WASM_LAYER_MEDIA_TYPE;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum OciError {
     #[error("{0}")]
     Reference(String),
@@ -96,14 +96,14 @@ impl OciError {
 }
 
 /// How the host talks to registries.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RegistrySettings {
     /// Registries (`host:port`) reached over plain HTTP: an explicit opt-out
     /// of TLS, as docker's `insecure-registries`.
     pub insecure: Vec<String>,
     /// PEM files of CAs trusted besides the system's (a private registry).
     pub ca_files: Vec<PathBuf>,
-    /// Timeout of one request.
+    /// Timeout of one request (above zero: the flags are checked).
     pub timeout: Duration,
 }
 
@@ -118,11 +118,7 @@ impl RegistrySettings {
                 data,
             });
         }
-        let timeout = if self.timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            self.timeout
-        };
+        let timeout = self.timeout;
         Ok(Client::new(ClientConfig {
             protocol: if self.insecure.is_empty() {
                 ClientProtocol::Https

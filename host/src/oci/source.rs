@@ -15,7 +15,7 @@ use kube::Api;
 use serde::Serialize;
 
 use super::{fetch, resolve, Cache, DockerConfig, OciError, OciRef, RegistrySettings};
-use crate::runtime::{sha256_hex, PluginRegistry};
+use crate::runtime::PluginRegistry;
 
 /// Where registry logins come from; read again at every poll, so a rotated
 /// password or an edited Secret applies without a restart.
@@ -165,10 +165,9 @@ impl OciSources {
         for (name, source) in sources {
             let result = match &source {
                 Ok(source) => self.poll_one(&client, &name, source, logins.as_ref()).await,
-                Err(e) => Err(OciError::Reference(e.to_string())),
+                Err(e) => Err(e.clone()),
             };
-            let reference = source.as_ref().map_or_else(|e| e.to_string(), ToString::to_string);
-            self.record(&name, reference, result);
+            self.record(&name, shown(&source), result);
         }
     }
 
@@ -194,8 +193,7 @@ impl OciSources {
             return Ok(None);
         }
         let wasm = fetch(client, &self.cache, source, &digest, login.as_ref()).await?;
-        let unchanged = crate::files::read_capped(&file, crate::runtime::MAX_PLUGIN_BYTES)
-            .is_ok_and(|old| sha256_hex(&old) == sha256_hex(&wasm));
+        let unchanged = crate::files::read_capped(&file, crate::runtime::MAX_PLUGIN_BYTES).is_ok_and(|old| old == wasm);
         if !unchanged {
             crate::files::write_atomically(&file, &wasm).map_err(|e| OciError::Cache {
                 path: file.clone(),
@@ -248,14 +246,14 @@ impl OciSources {
 
     fn fail_all(&self, sources: &BTreeMap<String, Result<OciRef, OciError>>, e: &OciError) {
         for (name, source) in sources {
-            let reference = source.as_ref().map_or_else(|e| e.to_string(), ToString::to_string);
-            let again = match e {
-                OciError::Credentials(m) => OciError::Credentials(m.clone()),
-                other => OciError::Registry(other.to_string()),
-            };
-            self.record(name, reference, Err(again));
+            self.record(name, shown(source), Err(e.clone()));
         }
     }
+}
+
+/// The reference as /plugins shows it, or why it does not parse.
+fn shown(source: &Result<OciRef, OciError>) -> String {
+    source.as_ref().map_or_else(ToString::to_string, ToString::to_string)
 }
 
 fn unix_ms() -> u128 {

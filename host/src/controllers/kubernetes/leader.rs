@@ -93,22 +93,9 @@ impl Elector {
 
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let seconds = self.timing.duration.as_secs().max(1) as i32;
+        let seconds = lease_seconds(&self.timing);
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(seconds),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..Default::default()
-                }),
-            };
+            let lease = new_lease(&self.name, &self.identity, seconds, now, None);
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -118,10 +105,7 @@ impl Elector {
         let spec = lease.spec.get_or_insert_with(Default::default);
         let ours = spec.holder_identity.as_deref() == Some(&self.identity);
         let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(d)) => now.duration_since(*renewed).as_secs_f64() > f64::from(d),
-            _ => true,
-        };
+        let expired = !is_live(spec, now);
         if !(ours || free || expired) {
             return Ok(false);
         }
@@ -138,5 +122,43 @@ impl Elector {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A Lease's `leaseDurationSeconds` for `timing` (at least 1).
+pub(super) fn lease_seconds(timing: &LeaseTiming) -> i32 {
+    timing.duration.as_secs().max(1) as i32
+}
+
+/// A Lease held by `identity` from `now`, as first created.
+pub(super) fn new_lease(
+    name: &str,
+    identity: &str,
+    seconds: i32,
+    now: Timestamp,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels,
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(identity.to_string()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(0),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Whether a Lease was renewed within its duration at `now`.
+pub(super) fn is_live(spec: &LeaseSpec, now: Timestamp) -> bool {
+    match (&spec.renew_time, spec.lease_duration_seconds) {
+        (Some(MicroTime(renewed)), Some(d)) => now.duration_since(*renewed).as_secs_f64() <= f64::from(d),
+        _ => false,
     }
 }

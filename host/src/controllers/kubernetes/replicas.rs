@@ -19,14 +19,14 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::leader::LeaseTiming;
+use super::leader::{is_live, lease_seconds, new_lease, LeaseTiming};
 use crate::cluster::ClusterKey;
 use crate::controllers::shard::owner;
 use crate::log_state::LogState;
@@ -186,22 +186,10 @@ impl Replicas {
     /// `joining`: this process has not renewed yet (or lost its Lease).
     async fn renew(&self, joining: bool) -> Result<(), kube::Error> {
         let now = Timestamp::now();
-        let seconds = self.timing.duration.as_secs().max(1) as i32;
+        let seconds = lease_seconds(&self.timing);
         let Some(mut lease) = self.api.get_opt(&self.lease_name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.lease_name.clone()),
-                    labels: Some([(GROUP_LABEL.to_string(), self.group.clone())].into()),
-                    ..Default::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(seconds),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    ..Default::default()
-                }),
-            };
+            let labels = [(GROUP_LABEL.to_string(), self.group.clone())].into();
+            let lease = new_lease(&self.lease_name, &self.identity, seconds, now, Some(labels));
             return self.api.create(&PostParams::default(), &lease).await.map(|_| ());
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -248,13 +236,6 @@ impl Replicas {
         live.sort();
         settled.sort();
         Ok((live, settled))
-    }
-}
-
-fn is_live(spec: &LeaseSpec, now: Timestamp) -> bool {
-    match (&spec.renew_time, spec.lease_duration_seconds) {
-        (Some(MicroTime(renewed)), Some(d)) => now.duration_since(*renewed).as_secs_f64() <= f64::from(d),
-        _ => false,
     }
 }
 
