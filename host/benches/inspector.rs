@@ -848,8 +848,8 @@ fn rss_mib(field: &str) -> f64 {
 
 async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
     report.push("\n## F. Scale: N clusters × 4 plugins on one local etcd\n".into());
-    report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | lag p50 | lag p99 | missed runs |".into());
-    report.push("|---|---|---|---|---|---|---|---|---|".into());
+    report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | member channels open | lag p50 | lag p99 | missed runs |".into());
+    report.push("|---|---|---|---|---|---|---|---|---|---|".into());
     // BENCH_SCALE_RUNS=1000:30:40 (clusters:interval:window, comma-separated)
     // picks runs, for iterating on one.
     let runs: Vec<(usize, u64, u64)> = match std::env::var("BENCH_SCALE_RUNS") {
@@ -898,10 +898,11 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
         let missed = counter_sum(&text1, "etcd_inspector_missed_runs_total")
             - counter_sum(&text0, "etcd_inspector_missed_runs_total");
         report.push(format!(
-            "| {n} | {interval} s | {window} s | {runs} | {:.1} % | {:.0} / {:.0} MiB | {} | {} | {missed} |",
+            "| {n} | {interval} s | {window} s | {runs} | {:.1} % | {:.0} / {:.0} MiB | {} | {} | {} | {missed} |",
             100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
             rss_now,
             rss_peak,
+            counter_sum(&text1, "etcd_inspector_member_channels"),
             quantile(&b0, &b1, 0.5),
             quantile(&b0, &b1, 0.99),
         ));

@@ -295,3 +295,103 @@ async fn cert_dirs_are_confined_to_the_manifest_directory() {
     .await;
     assert!(!host.log().contains("inside-pass"));
 }
+
+/// Member channels unused for `--etcd-idle-timeout` are closed between
+/// rounds and dialled again (TLS included) by the next one, which
+/// succeeds; a cluster with username/password auth keeps its channel, as
+/// a new one would cost an Authenticate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_member_channels_are_closed_between_rounds_except_with_password_auth() {
+    let pki = Pki::new("idle-ca");
+    let secure = EtcdCluster::start(Options::new(1).tls(&pki)).await;
+    let certs = secure.dir().join("certs");
+    pki.write_cert_dir(&certs, &pki.ca.cert);
+    let authed = EtcdCluster::start(Options::new(1)).await;
+    authed.enable_auth("idle-pass");
+    let creds = authed.user_dir("creds", "idle-pass");
+    let manifests = [
+        (
+            "s.yaml",
+            cluster_manifest(
+                "secure",
+                &[
+                    ("importedAddr", &secure.members[0].client_url),
+                    ("certName", certs.to_str().unwrap()),
+                ],
+            ),
+        ),
+        (
+            "a.yaml",
+            cluster_manifest(
+                "authed",
+                &[
+                    ("importedAddr", &authed.members[0].client_url),
+                    ("certName", creds.to_str().unwrap()),
+                ],
+            ),
+        ),
+        ("i1.yaml", inspection_manifest("secure", "consistency", 3)),
+        ("i2.yaml", inspection_manifest("authed", "consistency", 3)),
+    ];
+    let host = Host::start(
+        &[plugin_file("bundled", "consistency")],
+        &manifests,
+        &[OUTSIDE, "--etcd-idle-timeout", "1"],
+    )
+    .await;
+    let view = async |name: &str| {
+        let status = host.json("/api/status").await;
+        let clusters = status["clusters"].as_array().cloned().unwrap_or_default();
+        let cluster = clusters
+            .into_iter()
+            .find(|c| c["cluster"] == format!("default/{name}"))
+            .unwrap_or_default();
+        let round = &cluster["features"]["consistency"];
+        let last_ok = round["last_ok_unix_ms"].as_u64();
+        let failures = round["consecutive_failures"].as_u64();
+        (cluster["member_channels"].as_u64(), last_ok, failures)
+    };
+    // The authenticated cluster's channel, once open, is never closed.
+    let check_authed = async || {
+        let (channels, last_ok, _) = view("authed").await;
+        if last_ok.is_some() {
+            assert_eq!(channels, Some(1), "the password cluster's channel stays open");
+        }
+        last_ok.is_some()
+    };
+    let closed_after = wait_until(
+        "secure's channel closed after an ok round",
+        Duration::from_secs(60),
+        async || match view("secure").await {
+            (Some(0), Some(ok), Some(0)) if check_authed().await => Ok(ok),
+            other => Err(format!("secure (channels, last ok, failures) = {other:?}")),
+        },
+    )
+    .await;
+    // The next rounds dial again, over TLS, and succeed.
+    wait_until(
+        "two more ok rounds on secure, each after a reconnect",
+        Duration::from_secs(30),
+        async || {
+            check_authed().await;
+            match view("secure").await {
+                (_, Some(ok), Some(0)) if ok > closed_after + 4000 => Ok(()),
+                other => Err(format!("secure (channels, last ok, failures) = {other:?}")),
+            }
+        },
+    )
+    .await;
+    let scrape = host.scrape().await;
+    assert_eq!(scrape.get("inspection_failed_num", &[]), None, "{}", host.log());
+    assert!(
+        scrape
+            .get("inspection_etcd_member_hashkv", &[("clusterName", "secure")])
+            .is_some(),
+        "HashKV answered over the reopened channel"
+    );
+    let open = scrape.get("etcd_inspector_member_channels", &[]);
+    assert!(
+        open.is_some_and(|n| n >= 1.0),
+        "the gauge counts the kept channel: {open:?}"
+    );
+}

@@ -140,6 +140,10 @@ impl Host {
         }
         let connection = ConnectionSettings {
             call_timeout: seconds("etcd-timeout", common.etcd_timeout)?,
+            idle_timeout: match common.etcd_idle_timeout {
+                0.0 => None,
+                idle => Some(seconds("etcd-idle-timeout", idle)?),
+            },
         };
         let settings = SchedulerSettings {
             max_concurrent: common.max_concurrent_inspections,
@@ -367,6 +371,7 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
         } => {
             let connection = ConnectionSettings {
                 call_timeout: seconds("etcd-timeout", etcd_timeout)?,
+                ..Default::default()
             };
             let out = crate::commands::run(&runtime, &file, &manifest, cluster.as_deref(), connection).await?;
             print!("{out}");

@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use super::{ClusterConfig, ClusterKey};
 use crate::etcd::{ClusterConnection, ConnectionSettings, TlsError};
+use crate::metrics::Metrics;
 
 pub struct ConnectionPool {
     settings: ConnectionSettings,
@@ -43,6 +45,37 @@ impl ConnectionPool {
         entries.retain(|_, (_, weak)| weak.strong_count() > 0);
         entries.insert(config.key.clone(), (config.clone(), Arc::downgrade(&connection)));
         Ok(connection)
+    }
+
+    /// Closes idle member channels of every live connection, every half
+    /// `idle_timeout` (every 5 s when channels are kept open, to count
+    /// them), for as long as the pool exists; nothing outside a tokio
+    /// runtime.
+    pub fn spawn_idle_sweeper(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let idle = self.settings.idle_timeout;
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(idle.map_or(Duration::from_secs(5), |idle| idle / 2));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let live = pool.live();
+                if let Some(idle) = idle {
+                    let closed: usize = live.iter().map(|c| c.close_idle(idle)).sum();
+                    tracing::trace!(closed, "idle member channels closed");
+                }
+                metrics.member_channels(live.iter().map(|c| c.open_channels()).sum());
+            }
+        });
+    }
+
+    fn live(&self) -> Vec<Arc<ClusterConnection>> {
+        let entries = self.entries.lock().unwrap();
+        entries.values().filter_map(|(_, weak)| weak.upgrade()).collect()
     }
 
     /// Clusters with a live connection.

@@ -5,10 +5,10 @@
 //! and every interval as a cross-check (D8, D20).
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant as TokioInstant;
 
@@ -110,15 +110,26 @@ impl Breaker {
     }
 }
 
+/// The first point of the grid `epoch + (phase + k) × interval` at least
+/// half an interval after `started`.
+fn next_on_grid(epoch: TokioInstant, phase: f64, interval: Duration, started: TokioInstant) -> TokioInstant {
+    let interval = interval.max(Duration::from_millis(1));
+    let earliest = started + interval / 2;
+    let grid = epoch + interval.mul_f64(phase);
+    let step = interval.as_nanos();
+    let rounds = earliest.saturating_duration_since(grid).as_nanos().div_ceil(step);
+    grid + Duration::from_nanos(u64::try_from(rounds * step).unwrap_or(u64::MAX))
+}
+
 impl Job {
     pub async fn run(self) {
-        // Spread the first runs so many clusters do not start in lockstep.
+        // Spread the first runs so many clusters do not start in lockstep;
+        // a cluster's features start together (see `next_round`).
         let first = self
             .interval
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
-        let spread = first.mul_f64(rand::rng().random_range(0.0..1.0));
-        tokio::time::sleep(spread).await;
+        tokio::time::sleep(first.mul_f64(self.phase())).await;
         let mut missing_logged = false;
         // When the next periodic run is due, to measure how late it starts.
         let mut next_due: Option<TokioInstant> = None;
@@ -145,7 +156,7 @@ impl Job {
                         );
                     }
                     self.invoke(&plugin, Work::Inspect).await;
-                    let due = started + self.jittered(&plugin);
+                    let due = self.next_round(&plugin, started);
                     next_due = Some(due);
                     tokio::time::sleep_until(due).await;
                 }
@@ -158,9 +169,26 @@ impl Job {
             .unwrap_or(Duration::from_secs(plugin.info.default_interval_seconds.into()))
     }
 
-    /// ±10 % so schedules drift apart.
-    fn jittered(&self, plugin: &LoadedPlugin) -> Duration {
-        self.interval(plugin).mul_f64(rand::rng().random_range(0.9..1.1))
+    /// Where in each interval this cluster's rounds fall, as a fraction:
+    /// spread evenly over clusters by a hash of the name, the same for all
+    /// of a cluster's features.
+    fn phase(&self) -> f64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.cluster.to_string().hash(&mut hasher);
+        (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next round after one that started at `started`: the first
+    /// point of the cluster's grid (its phase, then every interval) at
+    /// least half an interval on. Rounds of one cluster's features with one
+    /// interval thus fall together, so its member channels are used in one
+    /// burst per interval and idle (and closed, `close_idle`) in between,
+    /// rather than kept busy by features at independent times; clusters
+    /// stay spread over the interval by their phases.
+    fn next_round(&self, plugin: &LoadedPlugin, started: TokioInstant) -> TokioInstant {
+        static EPOCH: std::sync::OnceLock<TokioInstant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(TokioInstant::now);
+        next_on_grid(epoch, self.phase(), self.interval(plugin), started)
     }
 
     /// The prefix to watch with the cluster's current parameters.
@@ -184,7 +212,7 @@ impl Job {
                 return;
             }
         };
-        let mut recount_at = TokioInstant::now() + self.jittered(plugin);
+        let mut recount_at = self.next_round(plugin, TokioInstant::now());
         let mut params = self.params.clone();
         params.mark_unchanged();
         loop {
@@ -259,7 +287,7 @@ impl Job {
                         Some(revision) => counted = revision,
                         None => return,
                     }
-                    recount_at = TokioInstant::now() + self.jittered(plugin);
+                    recount_at = self.next_round(plugin, TokioInstant::now());
                     if self.plugins.get(&self.feature).is_none_or(|p| !Arc::ptr_eq(&p, plugin)) {
                         return; // a new plugin version: start over with it
                     }
@@ -461,6 +489,25 @@ mod tests {
     use super::*;
     use crate::etcd::{ConnectionSettings, Credentials};
     use crate::runtime::{CallLimits, Runtime};
+
+    /// Features of one cluster that ran at different moments next run
+    /// together, on the cluster's grid, and then every interval.
+    #[test]
+    fn rounds_fall_on_the_cluster_grid() {
+        let epoch = TokioInstant::now();
+        let interval = Duration::from_secs(30);
+        let grid = epoch + Duration::from_secs(9); // phase 0.3
+        let next = |started| next_on_grid(epoch, 0.3, interval, started);
+        let early = next(epoch + Duration::from_secs(1));
+        let late = next(epoch + Duration::from_secs(20));
+        assert_eq!(early, grid + interval, "at least half an interval after the first run");
+        assert_eq!(late, grid + interval);
+        assert_eq!(next(early), grid + interval * 2, "then every interval");
+        // A round that started a little late keeps the grid.
+        assert_eq!(next(early + Duration::from_millis(40)), grid + interval * 2);
+        // One late by more than half an interval skips to the next point.
+        assert_eq!(next(early + Duration::from_secs(16)), grid + interval * 3);
+    }
 
     /// Thousands of jobs sleep at any moment; each task holds its future
     /// at its largest state, so the calls it makes must live on the heap.

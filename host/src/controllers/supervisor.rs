@@ -57,6 +57,8 @@ pub struct ClusterView {
     pub cluster: String,
     pub endpoints: Vec<String>,
     pub members: Vec<String>,
+    /// gRPC channels to its members open now (idle ones are closed).
+    pub member_channels: usize,
     pub features: BTreeMap<String, Option<RunRecord>>,
     pub warnings: Vec<String>,
 }
@@ -90,11 +92,13 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(plugins: Arc<PluginRegistry>, metrics: Arc<Metrics>, settings: SchedulerSettings) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        let pool = Arc::new(ConnectionPool::new(settings.connection));
+        pool.spawn_idle_sweeper(metrics.clone());
         Supervisor {
             plugins,
             metrics,
             permits,
-            pool: Arc::new(ConnectionPool::new(settings.connection)),
+            pool,
             clusters: Mutex::default(),
             errors: Mutex::default(),
             refused: Mutex::default(),
@@ -193,6 +197,7 @@ impl Supervisor {
                         .iter()
                         .map(|m| format!("{} {}", m.name, m.endpoint))
                         .collect(),
+                    member_channels: e.connection.open_channels(),
                     features: e.tasks.keys().map(|f| (f.clone(), runs.get(f).cloned())).collect(),
                     warnings: e.config.warnings.clone(),
                 }

@@ -1,5 +1,5 @@
 //! One cluster's connections: a gRPC client per member endpoint (created on
-//! first use, then kept) and an HTTP client for `/health`.
+//! first use, closed when idle) and an HTTP client for `/health`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,14 +22,28 @@ use super::{
 pub struct ConnectionSettings {
     /// Bound on every single etcd call (connect included).
     pub call_timeout: Duration,
+    /// A member channel unused this long is closed (see
+    /// [`ClusterConnection::close_idle`]); `None` keeps channels open.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
         ConnectionSettings {
             call_timeout: Duration::from_secs(3),
+            idle_timeout: Some(Duration::from_secs(5)),
         }
     }
+}
+
+/// One member's client, connected on first use, and what decides when it
+/// may be closed.
+#[derive(Default)]
+struct MemberClient {
+    cell: Arc<OnceCell<Client>>,
+    last_used: Option<Instant>,
+    /// Held by each open watch on this member: its channel is not idle.
+    watches: Arc<()>,
 }
 
 /// Connections to one etcd cluster.
@@ -47,7 +61,7 @@ pub struct ClusterConnection {
     members: Mutex<Vec<MemberInfo>>,
     /// When `members` was last read from etcd.
     members_read: Mutex<Option<std::time::Instant>>,
-    clients: Mutex<HashMap<String, Arc<OnceCell<Client>>>>,
+    clients: Mutex<HashMap<String, MemberClient>>,
     /// Index (into the candidate list) of the endpoint that answered last.
     preferred: AtomicUsize,
 }
@@ -420,13 +434,21 @@ impl ClusterConnection {
             options.with_prefix()
         };
         let key = range_start(prefix);
-        let stream = self
-            .on_any_endpoint(|mut c| {
+        let (stream, endpoint) = self
+            .on_any_endpoint_at(|mut c| {
                 let (key, options) = (key.clone(), options.clone());
                 async move { c.watch(key, Some(options)).await }
             })
             .await?;
-        Ok(Watch { stream })
+        let pin = self
+            .clients
+            .lock()
+            .unwrap()
+            .entry(endpoint)
+            .or_default()
+            .watches
+            .clone();
+        Ok(Watch { stream, _pin: pin })
     }
 
     /// GET `<endpoint>/health`, as etcd's own health endpoint answers it.
@@ -521,6 +543,15 @@ impl ClusterConnection {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
+        Ok(self.on_any_endpoint_at(op).await?.0)
+    }
+
+    /// [`Self::on_any_endpoint`], also saying which endpoint answered.
+    async fn on_any_endpoint_at<T, F, Fut>(&self, op: F) -> Result<(T, String), CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let candidates = self.candidates();
         if candidates.is_empty() {
             return Err(CallError::Unavailable(format!(
@@ -541,7 +572,7 @@ impl ClusterConnection {
             match attempt.await {
                 Ok(value) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(value);
+                    return Ok((value, endpoint.clone()));
                 }
                 // The same answer from every member: no use asking the others.
                 Err(
@@ -581,15 +612,44 @@ impl ClusterConnection {
     /// channel and Authenticate call (bcrypt on the server) to be dropped.
     async fn client_for(&self, endpoint: &str) -> Result<Client, CallError> {
         self.check_endpoint(endpoint)?;
-        let cell = self
-            .clients
-            .lock()
-            .unwrap()
-            .entry(endpoint.to_string())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut clients = self.clients.lock().unwrap();
+            let member = clients.entry(endpoint.to_string()).or_default();
+            member.last_used = Some(Instant::now());
+            member.cell.clone()
+        };
         // A failed connect leaves the cell empty for the next caller to retry.
         cell.get_or_try_init(|| self.connect(endpoint)).await.cloned()
+    }
+
+    /// Closes the member channels unused for `idle`, except those an open
+    /// watch uses; returns how many. Each open HTTP/2 channel holds ~45 KiB
+    /// of buffers whatever its traffic (h2's write buffer, tower's request
+    /// queue, hyper's dispatch; bench/HISTORY.md), and a cluster's
+    /// inspections use its members in one burst per interval: between
+    /// bursts nothing needs them. A call in flight keeps its own handle, so
+    /// closing only means the next call dials again (a TCP connect, and a
+    /// resumed TLS session where the member has TLS). Clusters with
+    /// username/password auth keep their channels: each new one costs an
+    /// Authenticate, a bcrypt on the server.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        if self.creds.user.is_some() {
+            return 0;
+        }
+        let mut clients = self.clients.lock().unwrap();
+        let before = clients.len();
+        clients.retain(|_, m| Arc::strong_count(&m.watches) > 1 || m.last_used.is_none_or(|t| t.elapsed() < idle));
+        before - clients.len()
+    }
+
+    /// Member channels open (or being opened) now.
+    pub fn open_channels(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|m| m.cell.initialized() || Arc::strong_count(&m.watches) > 1)
+            .count()
     }
 
     async fn connect(&self, endpoint: &str) -> Result<Client, CallError> {

@@ -5,6 +5,9 @@ use super::{CallError, WatchEvent, WatchUpdate};
 /// An open watch stream.
 pub struct Watch {
     pub(super) stream: etcd_client::WatchStream,
+    /// Marks the member's channel busy while the watch is open, so it is
+    /// not closed as idle (see `ClusterConnection::close_idle`).
+    pub(super) _pin: std::sync::Arc<()>,
 }
 
 impl Watch {

@@ -227,6 +227,7 @@ mod tests {
                 }),
             )]
             .into(),
+            member_channels: 0,
             warnings: vec![],
         };
         let page = render(&[view], &[], &["cluster default/x: <bad>".into()], &metrics).into_string();

@@ -25,6 +25,11 @@ impl Metrics {
         }
     }
 
+    /// How many member channels are open across all clusters.
+    pub fn member_channels(&self, open: usize) {
+        self.member_channels.set(open as i64);
+    }
+
     /// Counts a plugin replaced by a new version.
     pub fn plugin_reloaded(&self, plugin: &str) {
         self.reloads.with_label_values(&[plugin]).inc();

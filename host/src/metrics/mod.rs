@@ -112,6 +112,7 @@ pub struct Metrics {
     schedule_lag: HistogramVec,
     missed_runs: IntCounterVec,
     budget_refusals: IntCounterVec,
+    member_channels: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -187,8 +188,14 @@ impl Metrics {
             &["plugin", "budget"],
         )
         .expect("valid metric");
+        let member_channels = prometheus::IntGauge::new(
+            "etcd_inspector_member_channels",
+            "gRPC channels to etcd members open now (idle ones are closed; --etcd-idle-timeout)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
+            Box::new(member_channels.clone()),
             Box::new(budget_refusals.clone()),
             Box::new(schedule_lag.clone()),
             Box::new(missed_runs.clone()),
@@ -213,6 +220,7 @@ impl Metrics {
             schedule_lag,
             missed_runs,
             budget_refusals,
+            member_channels,
         }
     }
 
