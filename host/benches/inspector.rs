@@ -262,23 +262,29 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
     let members = conn.refresh_members().await?;
     report.push("\n## B. One inspection round on a real 3-member etcd: wasm against native\n".into());
     report.push(
-        "| plugin | allocation | rounds | wasm mean / p50 | native mean / p50 | wasm − native (mean) | ratio of means (target ≤ 1.10) | ratio of p50s | CPU per round wasm / native |"
+        "| plugin | allocation | rounds | wasm mean / p50 | native mean / p50 | wasm − native (mean) | ratio of means (target ≤ 1.10) | ratio of p50s | CPU per round wasm / native | context switches per round wasm / native | page faults per round wasm / native |"
             .into(),
     );
-    report.push("|---|---|---|---|---|---|---|---|---|".into());
+    report.push("|---|---|---|---|---|---|---|---|---|---|---|".into());
     let n = 400;
     for (allocation, pooling) in [("pooling (host default)", Some(HOST_SLOTS)), ("on-demand", None)] {
         let runtime = Runtime::with_pooling(CallLimits::default(), pooling)?;
+        let only = std::env::var("BENCH_B_PLUGINS").unwrap_or_default();
         for kind in ["healthy", "alarm", "consistency"] {
+            if !only.is_empty() && !only.split(',').any(|p| p == kind) {
+                continue;
+            }
             let plugin = load(&runtime, "bundled", kind).await?;
             let mut state = None;
             let (mut wasm, mut native) = (Vec::new(), Vec::new());
             let (mut wasm_cpu, mut native_cpu) = (0.0, 0.0);
+            let (mut wasm_switches, mut native_switches) = (0.0, 0.0);
+            let (mut wasm_faults, mut native_faults) = (0.0, 0.0);
             for i in 0..n {
                 // Alternate which goes first, so neither always finds the
                 // cluster (and the idle worker threads) as the other left them.
                 for wasm_turn in [i % 2 == 0, i % 2 == 1] {
-                    let (t, cpu) = (Instant::now(), cpu_seconds());
+                    let (t, cpu, switches, faults) = (Instant::now(), cpu_seconds(), context_switches(), minor_faults());
                     if wasm_turn {
                         let out = runtime
                             .inspect(
@@ -291,6 +297,8 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                             .await;
                         wasm.push(t.elapsed());
                         wasm_cpu += cpu_seconds() - cpu;
+                        wasm_switches += context_switches() - switches;
+                        wasm_faults += minor_faults() - faults;
                         // Like the host: a call that stores nothing keeps the previous state.
                         if let Some(stored) = out.ok().and_then(|o| o.state) {
                             state = Some(stored);
@@ -299,18 +307,24 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                         native_round(kind, &conn, &members).await;
                         native.push(t.elapsed());
                         native_cpu += cpu_seconds() - cpu;
+                        native_switches += context_switches() - switches;
+                        native_faults += minor_faults() - faults;
                     }
                 }
             }
             let ((w, w50, _), (nat, nat50, _)) = (stats(wasm), stats(native));
             let per_round = |cpu: f64| Duration::from_secs_f64(cpu / n as f64);
             report.push(format!(
-                "| {kind} | {allocation} | {n} | {w:.2?} / {w50:.2?} | {nat:.2?} / {nat50:.2?} | {:.0?} | {:.2} | {:.2} | {:.0?} / {:.0?} |",
+                "| {kind} | {allocation} | {n} | {w:.2?} / {w50:.2?} | {nat:.2?} / {nat50:.2?} | {:.0?} | {:.2} | {:.2} | {:.0?} / {:.0?} | {:.1} / {:.1} | {:.1} / {:.1} |",
                 w.saturating_sub(nat),
                 w.as_secs_f64() / nat.as_secs_f64(),
                 w50.as_secs_f64() / nat50.as_secs_f64(),
                 per_round(wasm_cpu),
                 per_round(native_cpu),
+                wasm_switches / n as f64,
+                native_switches / n as f64,
+                wasm_faults / n as f64,
+                native_faults / n as f64,
             ));
         }
     }
@@ -821,6 +835,18 @@ fn counter_sum(text: &str, name: &str) -> f64 {
             _ => None,
         })
         .sum()
+}
+
+/// Voluntary and involuntary context switches of the whole process so far.
+fn context_switches() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    (usage.voluntary_context_switches() + usage.involuntary_context_switches()) as f64
+}
+
+/// Page faults served without I/O (first touches of fresh pages), so far.
+fn minor_faults() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    usage.minor_page_faults() as f64
 }
 
 fn cpu_seconds() -> f64 {
