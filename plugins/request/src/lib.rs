@@ -111,14 +111,14 @@ fn count_events<'a>(
     // Labels depend only on a key's directories, and a batch's keys
     // share few of them: each directory is classified once, and events
     // are counted per admitted label pair without allocating.
-    let mut by_dir: BTreeMap<&[u8], usize> = BTreeMap::new();
+    let mut by_dir = DirIndex::default();
     let mut totals: Vec<(Labels, Delta)> = Vec::new();
     for event in events {
         let dir = match event.key.iter().rposition(|&b| b == b'/') {
             Some(slash) => &event.key[..slash],
             None => &[][..],
         };
-        let index = *by_dir.entry(dir).or_insert_with(|| {
+        let index = by_dir.get_or_insert(dir, || {
             let labels = admitted.admit(classify(event.key, settings.depth).0, settings.max_resources);
             totals.iter().position(|(l, _)| *l == labels).unwrap_or_else(|| {
                 totals.push((labels, Delta::default()));
@@ -157,6 +157,73 @@ fn count_events<'a>(
         }
     }
     Ok(samples)
+}
+
+/// A batch's directories and the label pair each counts towards. Few and
+/// long (`/registry/pods/<namespace>`), sharing their start: a search tree
+/// compares each lookup's first ~15 bytes several times over, byte by byte
+/// in wasm. Here a lookup hashes the directory once (8 bytes at a step)
+/// and compares bytes only with an entry of the same hash and length.
+#[derive(Default)]
+struct DirIndex<'a> {
+    /// (hash, directory, index into the totals), in order of arrival.
+    entries: Vec<(u64, &'a [u8], usize)>,
+    /// Open addressing over `entries`: slot → position + 1 (0 = empty).
+    slots: Vec<u32>,
+}
+
+impl<'a> DirIndex<'a> {
+    fn get_or_insert(&mut self, dir: &'a [u8], make: impl FnOnce() -> usize) -> usize {
+        if self.entries.len() * 2 >= self.slots.len() {
+            self.grow();
+        }
+        let hash = hash(dir);
+        let mask = self.slots.len() - 1;
+        let mut slot = hash as usize & mask;
+        loop {
+            match self.slots[slot] {
+                0 => break,
+                n => {
+                    let (h, d, index) = self.entries[n as usize - 1];
+                    if h == hash && d == dir {
+                        return index;
+                    }
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+        let index = make();
+        self.entries.push((hash, dir, index));
+        self.slots[slot] = self.entries.len() as u32;
+        index
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(64);
+        self.slots = vec![0; size];
+        for (n, (hash, _, _)) in self.entries.iter().enumerate() {
+            let mut slot = *hash as usize & (size - 1);
+            while self.slots[slot] != 0 {
+                slot = (slot + 1) & (size - 1);
+            }
+            self.slots[slot] = n as u32 + 1;
+        }
+    }
+}
+
+/// FxHash-style: a multiply and a rotate per 8 bytes, the length mixed in.
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        h = (h.rotate_left(26) ^ word).wrapping_mul(K);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h.rotate_left(26) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    h ^ (h >> 32)
 }
 
 /// What one batch changed for one label pair.
@@ -423,6 +490,29 @@ mod tests {
         assert_eq!(admitted.admit(pair("b"), 2), pair("b"));
         assert_eq!(admitted.admit(pair("c"), 2), ("other".into(), "other".into()));
         assert_eq!(admitted.admit(pair("a"), 2), pair("a"));
+    }
+
+    /// Every directory gets its own index, found again after the table
+    /// grows, whatever its length (the tail, the empty directory).
+    #[test]
+    fn directories_are_told_apart_and_found_again() {
+        let dirs: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("/registry/pods/ns-{i}").into_bytes())
+            .chain([Vec::new(), b"/a".to_vec(), b"/registry/pods/ns-1x".to_vec()])
+            .collect();
+        let mut index = DirIndex::default();
+        for (n, dir) in dirs.iter().enumerate() {
+            assert_eq!(
+                index.get_or_insert(dir, || n),
+                n,
+                "new: {:?}",
+                String::from_utf8_lossy(dir)
+            );
+        }
+        for (n, dir) in dirs.iter().enumerate() {
+            assert_eq!(index.get_or_insert(dir, || unreachable!("{n} is known")), n);
+        }
+        assert_eq!(index.entries.len(), dirs.len());
     }
 
     #[test]
