@@ -1138,7 +1138,16 @@ async fn main() -> anyhow::Result<()> {
                         .output()?;
                     anyhow::ensure!(child.status.success(), "the scale run failed: {}", child.status);
                     let text = String::from_utf8_lossy(&child.stdout);
-                    let section = text.find("\n## F.").map_or("", |at| &text[at..]);
+                    // F's section: up to the child's next one or its skip notes.
+                    let section = text.find("\n## F.").map_or("", |at| {
+                        let rest = &text[at..];
+                        let end = ["\n\n(", "\n## "]
+                            .iter()
+                            .filter_map(|mark| rest[1..].find(mark).map(|i| i + 1))
+                            .min()
+                            .unwrap_or(rest.len());
+                        &rest[..end]
+                    });
                     report.push(section.trim_end().to_string());
                 }
             } else {

@@ -33,3 +33,13 @@ pub mod text;
 /// same channels; mimalloc 376 MiB; bench/HISTORY.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the
+/// environment still wins): freed pages go back to the system after a
+/// second, by a background thread, instead of after 10 s and only when the
+/// process allocates again; between rounds a closed channel's buffers are
+/// returned rather than kept (1000 clusters: 275 -> 224 MiB).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);

@@ -188,7 +188,9 @@ impl Job {
     fn next_round(&self, plugin: &LoadedPlugin, started: TokioInstant) -> TokioInstant {
         static EPOCH: std::sync::OnceLock<TokioInstant> = std::sync::OnceLock::new();
         let epoch = *EPOCH.get_or_init(TokioInstant::now);
-        next_on_grid(epoch, self.phase(), self.interval(plugin), started)
+        let due = next_on_grid(epoch, self.phase(), self.interval(plugin), started);
+        self.connection.expect_round(due.into_std());
+        due
     }
 
     /// The prefix to watch with the cluster's current parameters.

@@ -62,6 +62,9 @@ pub struct ClusterConnection {
     /// When `members` was last read from etcd.
     members_read: Mutex<Option<std::time::Instant>>,
     clients: Mutex<HashMap<String, MemberClient>>,
+    /// When the cluster's next round is due, as its schedules last said:
+    /// channels are not closed just before they are needed again.
+    next_round: Mutex<Option<Instant>>,
     /// Index (into the candidate list) of the endpoint that answered last.
     preferred: AtomicUsize,
 }
@@ -101,6 +104,7 @@ impl ClusterConnection {
             members: Mutex::new(Vec::new()),
             members_read: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
+            next_round: Mutex::new(None),
             preferred: AtomicUsize::new(0),
         })
     }
@@ -633,13 +637,31 @@ impl ClusterConnection {
     /// username/password auth keep their channels: each new one costs an
     /// Authenticate, a bcrypt on the server.
     pub fn close_idle(&self, idle: Duration) -> usize {
-        if self.creds.user.is_some() {
+        let now = Instant::now();
+        let due_soon = self
+            .next_round
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t > now && t - now < idle);
+        if self.creds.user.is_some() || due_soon {
             return 0;
         }
         let mut clients = self.clients.lock().unwrap();
         let before = clients.len();
         clients.retain(|_, m| Arc::strong_count(&m.watches) > 1 || m.last_used.is_none_or(|t| t.elapsed() < idle));
         before - clients.len()
+    }
+
+    /// Notes that a round of this cluster is due at `at`. Channels stay
+    /// open when the next round is closer than the idle timeout: with an
+    /// interval at or near the timeout, closing would only mean dialling
+    /// again a moment later.
+    pub fn expect_round(&self, at: Instant) {
+        let mut next = self.next_round.lock().unwrap();
+        let now = Instant::now();
+        if next.is_none_or(|t| t <= now || at < t) {
+            *next = Some(at);
+        }
     }
 
     /// Member channels open (or being opened) now.
@@ -707,7 +729,39 @@ fn readyz_failures(body: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
-    use super::readyz_failures;
+    use super::*;
+
+    fn connection(user: Option<(String, String)>) -> ClusterConnection {
+        let creds = Credentials {
+            user,
+            ..Default::default()
+        };
+        let seeds = vec!["http://127.0.0.1:1".to_string()];
+        ClusterConnection::new("ns/c", seeds, HashMap::new(), creds, ConnectionSettings::default()).unwrap()
+    }
+
+    /// A channel is closed once idle, unless the cluster's next round is
+    /// closer than the idle time or the cluster authenticates by password.
+    #[tokio::test]
+    async fn idle_channels_close_unless_a_round_is_near_or_a_password_is_used() {
+        let plain = connection(None);
+        // Nothing listens on port 1: the call fails, the channel stays made.
+        assert!(plain.status("http://127.0.0.1:1").await.is_err());
+        assert_eq!(plain.open_channels(), 1);
+        plain.expect_round(Instant::now() + Duration::from_secs(60));
+        assert_eq!(plain.close_idle(Duration::from_secs(600)), 0, "the round is near");
+        assert_eq!(plain.open_channels(), 1);
+        assert_eq!(plain.close_idle(Duration::ZERO), 1, "idle, the round is not near");
+        assert_eq!(plain.open_channels(), 0);
+        assert!(plain.status("http://127.0.0.1:1").await.is_err());
+        assert_eq!(plain.open_channels(), 1, "dialled again by the next call");
+
+        let authed = connection(Some(("root".into(), "pw".into())));
+        // Its Authenticate fails, which leaves the member's entry behind:
+        // without the rule it would be swept (and counted) here.
+        let _ = authed.status("http://127.0.0.1:1").await;
+        assert_eq!(authed.close_idle(Duration::ZERO), 0, "password clusters keep theirs");
+    }
 
     #[test]
     fn failing_readyz_checks_are_named() {
