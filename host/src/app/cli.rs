@@ -211,8 +211,9 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 3.0)]
     pub etcd_timeout: f64,
     /// Close a member's gRPC channel after this many seconds unused, to
-    /// reopen it at the next round (0: keep channels open). Clusters with
-    /// username/password auth keep theirs, as reopening costs an Authenticate.
+    /// reopen it at the next round (0: keep channels open). Channels stay
+    /// when the cluster's next round is due within this time, and on
+    /// clusters with username/password auth (reopening costs an Authenticate).
     #[arg(long, default_value_t = 5.0)]
     pub etcd_idle_timeout: f64,
     /// Inspections running at once across all clusters.
