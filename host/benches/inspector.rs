@@ -1113,7 +1113,15 @@ async fn main() -> anyhow::Result<()> {
         Ok(list) => {
             let endpoints: Vec<String> = list.split(',').map(str::to_string).collect();
             if wanted("B") {
-                rounds(&mut report, &endpoints).await?;
+                // On a worker thread, as the host's inspections run: from
+                // the main thread every wake-up crossed threads.
+                let endpoints = endpoints.clone();
+                let section = tokio::spawn(async move {
+                    let mut section = Vec::new();
+                    rounds(&mut section, &endpoints).await.map(|()| section)
+                })
+                .await??;
+                report.extend(section);
             }
             if wanted("C") {
                 hot_reload(&mut report, &endpoints).await?;
