@@ -277,15 +277,12 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
             let plugin = load(&runtime, "bundled", kind).await?;
             let mut state = None;
             let (mut wasm, mut native) = (Vec::new(), Vec::new());
-            let (mut wasm_cpu, mut native_cpu) = (0.0, 0.0);
-            let (mut wasm_switches, mut native_switches) = (0.0, 0.0);
-            let (mut wasm_faults, mut native_faults) = (0.0, 0.0);
+            let (mut wasm_usage, mut native_usage) = (Usage::default(), Usage::default());
             for i in 0..n {
                 // Alternate which goes first, so neither always finds the
                 // cluster (and the idle worker threads) as the other left them.
                 for wasm_turn in [i % 2 == 0, i % 2 == 1] {
-                    let (t, cpu, switches, faults) =
-                        (Instant::now(), cpu_seconds(), context_switches(), minor_faults());
+                    let (t, before) = (Instant::now(), Usage::now());
                     if wasm_turn {
                         let out = runtime
                             .inspect(
@@ -297,9 +294,7 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                             )
                             .await;
                         wasm.push(t.elapsed());
-                        wasm_cpu += cpu_seconds() - cpu;
-                        wasm_switches += context_switches() - switches;
-                        wasm_faults += minor_faults() - faults;
+                        wasm_usage.add_since(before);
                         // Like the host: a call that stores nothing keeps the previous state.
                         if let Some(stored) = out.ok().and_then(|o| o.state) {
                             state = Some(stored);
@@ -307,9 +302,7 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                     } else {
                         native_round(kind, &conn, &members).await;
                         native.push(t.elapsed());
-                        native_cpu += cpu_seconds() - cpu;
-                        native_switches += context_switches() - switches;
-                        native_faults += minor_faults() - faults;
+                        native_usage.add_since(before);
                     }
                 }
             }
@@ -320,12 +313,12 @@ async fn rounds(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                 w.saturating_sub(nat),
                 w.as_secs_f64() / nat.as_secs_f64(),
                 w50.as_secs_f64() / nat50.as_secs_f64(),
-                per_round(wasm_cpu),
-                per_round(native_cpu),
-                wasm_switches / n as f64,
-                native_switches / n as f64,
-                wasm_faults / n as f64,
-                native_faults / n as f64,
+                per_round(wasm_usage.cpu),
+                per_round(native_usage.cpu),
+                wasm_usage.switches / n as f64,
+                native_usage.switches / n as f64,
+                wasm_usage.faults / n as f64,
+                native_usage.faults / n as f64,
             ));
         }
     }
@@ -852,16 +845,33 @@ fn thread_cpu() -> Duration {
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
-/// Voluntary and involuntary context switches of the whole process so far.
-fn context_switches() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    (usage.voluntary_context_switches() + usage.involuntary_context_switches()) as f64
+/// What this process has used so far (or, summed, over some rounds), from
+/// one getrusage: CPU seconds, context switches (voluntary and not), and
+/// minor page faults (first touches of fresh pages).
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    cpu: f64,
+    switches: f64,
+    faults: f64,
 }
 
-/// Page faults served without I/O (first touches of fresh pages), so far.
-fn minor_faults() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    usage.minor_page_faults() as f64
+impl Usage {
+    fn now() -> Self {
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+        Usage {
+            cpu: cpu_time(&usage),
+            switches: (usage.voluntary_context_switches() + usage.involuntary_context_switches()) as f64,
+            faults: usage.minor_page_faults() as f64,
+        }
+    }
+
+    /// Adds what was used since `before`.
+    fn add_since(&mut self, before: Usage) {
+        let now = Usage::now();
+        self.cpu += now.cpu - before.cpu;
+        self.switches += now.switches - before.switches;
+        self.faults += now.faults - before.faults;
+    }
 }
 
 fn cpu_seconds() -> f64 {
@@ -869,7 +879,10 @@ fn cpu_seconds() -> f64 {
 }
 
 fn rusage_seconds(who: nix::sys::resource::UsageWho) -> f64 {
-    let usage = nix::sys::resource::getrusage(who).unwrap();
+    cpu_time(&nix::sys::resource::getrusage(who).unwrap())
+}
+
+fn cpu_time(usage: &nix::sys::resource::Usage) -> f64 {
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(usage.user_time()) + t(usage.system_time())
 }

@@ -170,11 +170,11 @@ impl Job {
     }
 
     /// Where in each interval this cluster's rounds fall, as a fraction:
-    /// spread evenly over clusters by a hash of the name, the same for all
-    /// of a cluster's features.
+    /// spread evenly over clusters by a hash of its key (namespace and
+    /// name), the same for all of a cluster's features.
     fn phase(&self) -> f64 {
         let mut hasher = std::hash::DefaultHasher::new();
-        self.cluster.to_string().hash(&mut hasher);
+        self.cluster.hash(&mut hasher);
         (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
     }
 

@@ -46,6 +46,13 @@ struct MemberClient {
     watches: Arc<()>,
 }
 
+impl MemberClient {
+    /// An open watch holds this member's channel.
+    fn watched(&self) -> bool {
+        Arc::strong_count(&self.watches) > 1
+    }
+}
+
 /// Connections to one etcd cluster.
 pub struct ClusterConnection {
     cluster: String,
@@ -648,7 +655,7 @@ impl ClusterConnection {
         }
         let mut clients = self.clients.lock().unwrap();
         let before = clients.len();
-        clients.retain(|_, m| Arc::strong_count(&m.watches) > 1 || m.last_used.is_none_or(|t| t.elapsed() < idle));
+        clients.retain(|_, m| m.watched() || m.last_used.is_none_or(|t| t.elapsed() < idle));
         before - clients.len()
     }
 
@@ -670,7 +677,7 @@ impl ClusterConnection {
             .lock()
             .unwrap()
             .values()
-            .filter(|m| m.cell.initialized() || Arc::strong_count(&m.watches) > 1)
+            .filter(|m| m.cell.initialized() || m.watched())
             .count()
     }
 
