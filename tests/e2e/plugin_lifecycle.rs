@@ -511,3 +511,43 @@ async fn without_address_space_for_the_pool_plugins_run_on_demand() {
         host.log()
     );
 }
+
+/// Pooled slots are reused call after call with the pages a call wrote
+/// kept resident (reset in place where the kernel has PAGEMAP_SCAN), and
+/// every call still starts from the plugin's own image: the noop fixture
+/// fails a call that sees an earlier call's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_slots_keep_pages_resident_and_every_call_starts_fresh() {
+    use etcd_inspector::etcd::FakeEtcd;
+    use etcd_inspector::runtime::{CallLimits, Runtime, Snapshot};
+
+    let runtime = Runtime::with_pooling(CallLimits::default(), Some(2)).unwrap();
+    let noop = runtime
+        .load(std::fs::read(plugin_file("fixtures", "noop")).unwrap())
+        .await
+        .unwrap();
+    let etcd = std::sync::Arc::new(FakeEtcd::default());
+    for call in 0..20 {
+        let snapshot = Snapshot {
+            name: "c".into(),
+            namespace: "ns".into(),
+            members: etcd.members(),
+            params: vec![],
+            log_gate: None,
+        };
+        let out = runtime
+            .inspect(&noop, etcd.clone(), snapshot, None, runtime.limits())
+            .await
+            .unwrap_or_else(|e| panic!("call {call}: {}", e.message));
+        assert_eq!(out.samples[0].value, etcd.members().len() as f64);
+    }
+    let resident = runtime.pool_resident_bytes().expect("a pooled runtime");
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        // The slots' written pages (stack, data, heap), bounded by the
+        // host's 2 MiB per memory and 64 KiB per table (two slots: four
+        // memories, eight tables).
+        assert!(resident > 0 && resident <= 4 * (2 << 20) + 8 * (64 << 10), "{resident}");
+    } else {
+        assert_eq!(resident, 0);
+    }
+}

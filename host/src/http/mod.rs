@@ -39,6 +39,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Read at scrape time: it changes with every call.
+    if let Some(bytes) = state.plugins.runtime().pool_resident_bytes() {
+        state.metrics.instance_pool_resident(bytes);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

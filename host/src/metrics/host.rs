@@ -30,6 +30,11 @@ impl Metrics {
         self.member_channels.set(open as i64);
     }
 
+    /// How much memory idle instance slots keep resident (pooling only).
+    pub fn instance_pool_resident(&self, bytes: usize) {
+        self.pool_resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Counts a plugin replaced by a new version.
     pub fn plugin_reloaded(&self, plugin: &str) {
         self.reloads.with_label_values(&[plugin]).inc();

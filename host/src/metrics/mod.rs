@@ -113,6 +113,7 @@ pub struct Metrics {
     missed_runs: IntCounterVec,
     budget_refusals: IntCounterVec,
     member_channels: prometheus::IntGauge,
+    pool_resident: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -193,9 +194,15 @@ impl Metrics {
             "gRPC channels to etcd members open now (idle ones are closed; --etcd-idle-timeout)",
         )
         .expect("valid metric");
+        let pool_resident = prometheus::IntGauge::new(
+            "etcd_inspector_instance_pool_resident_bytes",
+            "Plugin instance memory that idle pool slots keep resident between calls",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
             Box::new(member_channels.clone()),
+            Box::new(pool_resident.clone()),
             Box::new(budget_refusals.clone()),
             Box::new(schedule_lag.clone()),
             Box::new(missed_runs.clone()),
@@ -221,6 +228,7 @@ impl Metrics {
             missed_runs,
             budget_refusals,
             member_channels,
+            pool_resident,
         }
     }
 

@@ -179,6 +179,14 @@ impl Runtime {
         self
     }
 
+    /// Bytes that idle pooled instance slots keep resident (memories and
+    /// tables), or None without the pooling allocator.
+    pub fn pool_resident_bytes(&self) -> Option<usize> {
+        self.engine
+            .pooling_allocator_metrics()
+            .map(|m| m.unused_memory_bytes_resident() + m.unused_table_bytes_resident())
+    }
+
     /// The host's default call limits.
     pub fn limits(&self) -> &CallLimits {
         &self.limits
