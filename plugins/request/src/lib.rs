@@ -109,21 +109,37 @@ fn count_events<'a>(
     let settings = Settings::from(snapshot);
     let mut admitted = Admitted::load();
     // Labels depend only on a key's directories, and a batch's keys
-    // share few of them: each directory is classified once, and events
-    // are counted per admitted label pair without allocating.
+    // share few of them: each directory is looked up once, and events
+    // are counted per admitted label pair without allocating. A new
+    // directory under a bucket already classified in this batch (every
+    // namespace of `/registry/pods/`) takes its labels without a new
+    // classification, the costly part in wasm (bench D).
     let mut by_dir = DirIndex::default();
+    let mut buckets: Vec<(&[u8], usize)> = Vec::new();
     let mut totals: Vec<(Labels, Delta)> = Vec::new();
     for event in events {
-        let dir = match event.key.iter().rposition(|&b| b == b'/') {
-            Some(slash) => &event.key[..slash],
+        let key = event.key;
+        let dir = match last_slash(key) {
+            Some(slash) => &key[..slash],
             None => &[][..],
         };
         let index = by_dir.get_or_insert(dir, || {
-            let labels = admitted.admit(classify(event.key, settings.depth).0, settings.max_resources);
-            totals.iter().position(|(l, _)| *l == labels).unwrap_or_else(|| {
+            let known = buckets
+                .iter()
+                .find(|(bucket, _)| key.len() > bucket.len() && same(&key[..bucket.len()], bucket));
+            if let Some(&(_, index)) = known {
+                return index;
+            }
+            let (labels, bucket) = classify(key, settings.depth);
+            let labels = admitted.admit(labels, settings.max_resources);
+            let index = totals.iter().position(|(l, _)| *l == labels).unwrap_or_else(|| {
                 totals.push((labels, Delta::default()));
                 totals.len() - 1
-            })
+            });
+            if let Bucket::Prefix(n) = bucket {
+                buckets.push((&key[..dirs_end(key, n)], index));
+            }
+            index
         });
         let delta = &mut totals[index].1;
         match event.kind {
@@ -185,7 +201,7 @@ impl<'a> DirIndex<'a> {
                 0 => break,
                 n => {
                     let (h, d, index) = self.entries[n as usize - 1];
-                    if h == hash && d == dir {
+                    if h == hash && same(d, dir) {
                         return index;
                     }
                 }
@@ -211,18 +227,63 @@ impl<'a> DirIndex<'a> {
     }
 }
 
+/// Eight little-endian bytes from `bytes[at..at + 8]`.
+fn word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// Where the last `/` of `key` is. Keys are scanned from the end eight
+/// bytes at a step: a byte loop is the largest part of a wasm event's cost
+/// (bench D), and wasm32 has no `memrchr`.
+fn last_slash(key: &[u8]) -> Option<usize> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const SLASHES: u64 = 0x2f2f_2f2f_2f2f_2f2f;
+    let mut end = key.len();
+    while end >= 8 {
+        let x = word(key, end - 8) ^ SLASHES;
+        // The high bit of each byte that was a `/` (now zero), exactly: no
+        // carry crosses bytes, so the highest one is the last slash.
+        let found = !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
+        if found != 0 {
+            return Some(end - 8 + (63 - found.leading_zeros() as usize) / 8);
+        }
+        end -= 8;
+    }
+    key[..end].iter().rposition(|&b| b == b'/')
+}
+
+/// `a == b`, eight bytes at a step (wasm's `memcmp` compares bytewise).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    // The last word may overlap the one before it: equal either way.
+    (0..n - 8).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, n - 8) == word(b, n - 8)
+}
+
 /// FxHash-style: a multiply and a rotate per 8 bytes, the length mixed in.
+/// Words are read in place (the last one may overlap the one before): a
+/// copy of the tail into a buffer is a `memory.copy`, which wasmtime runs
+/// as a call out of the guest, once per event.
 fn hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        h = (h.rotate_left(26) ^ word).wrapping_mul(K);
+    let mix = |h: u64, word: u64| (h.rotate_left(26) ^ word).wrapping_mul(K);
+    let n = bytes.len();
+    let mut h = n as u64;
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            h = mix(h, word(bytes, at));
+            at += 8;
+        }
+        h = mix(h, word(bytes, n - 8));
+    } else {
+        h = mix(h, bytes.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)));
     }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h.rotate_left(26) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
     h ^ (h >> 32)
 }
 
@@ -284,8 +345,10 @@ impl Admitted {
 /// Which keys share a key's labels.
 #[derive(Debug, PartialEq)]
 enum Bucket {
-    /// Every key under this prefix has the same labels.
-    Prefix(Vec<u8>),
+    /// Every key that shares this key's first `n` segments (and the `/`
+    /// after them, [`dirs_end`]) has the same labels. A count, not the
+    /// bytes: events only need the labels, the census alone the prefix.
+    Prefix(usize),
     /// Only this key.
     Key,
 }
@@ -296,7 +359,6 @@ fn classify(key: &[u8], depth: usize) -> (Labels, Bucket) {
     let parts: Vec<&str> = text.split('/').collect();
     // Directories only: the last segment is the key's own name.
     let dirs = &parts[..parts.len() - 1];
-    let bucket = |n: usize| Bucket::Prefix(format!("{}/", dirs[..n].join("/")).into_bytes());
     let Some(first) = dirs.get(1) else {
         return ((String::new(), String::new()), Bucket::Key);
     };
@@ -309,14 +371,29 @@ fn classify(key: &[u8], depth: usize) -> (Labels, Bucket) {
     if dirs.len() < 3 {
         return ((prefix, String::new()), Bucket::Key);
     }
-    let n = dirs.len().min(2 + depth);
-    ((prefix, dirs[2..n].join("/")), bucket(n))
+    let n = 2 + depth;
+    if dirs.len() < n {
+        // A deeper key under these directories names more of them: the
+        // labels hold for this key only.
+        return ((prefix, dirs[2..].join("/")), Bucket::Key);
+    }
+    ((prefix, dirs[2..n].join("/")), Bucket::Prefix(n))
+}
+
+/// Length of the key's first `n` segments with the `/` after them, in the
+/// key's own bytes (a lossy text of a non-UTF-8 key would not be a prefix).
+fn dirs_end(key: &[u8], n: usize) -> usize {
+    key.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .nth(n.saturating_sub(1))
+        .map_or(key.len(), |(at, _)| at + 1)
 }
 
 /// Kubernetes' layout under /registry, or None for the generic rule.
 fn kubernetes(dirs: &[&str]) -> Option<(Labels, Bucket)> {
     let registry = |resource: &str| ("registry".to_string(), resource.to_string());
-    let bucket = |n: usize| Bucket::Prefix(format!("{}/", dirs[..n].join("/")).into_bytes());
+    let bucket = Bucket::Prefix;
     let second = *dirs.get(2)?;
     if second.contains('.') {
         // /registry/<group>/<resource>/...: an API group (CRDs, aggregated APIs).
@@ -370,10 +447,11 @@ fn census(prefix: &[u8], revision: u64, depth: usize) -> Result<BTreeMap<Labels,
             let (labels, bucket) = classify(&info.key, depth);
             match bucket {
                 Bucket::Key => *counts.entry(labels).or_default() += 1,
-                Bucket::Prefix(bucket) => {
+                Bucket::Prefix(n) => {
+                    let bucket = &info.key[..dirs_end(&info.key, n)];
                     // Only the part of the bucket inside the watched range.
-                    let from = bucket.clone().max(range.start.clone());
-                    let to = min_end(prefix_end(&bucket), range.end.clone());
+                    let from = bucket.to_vec().max(range.start.clone());
+                    let to = min_end(prefix_end(bucket), range.end.clone());
                     calls += 1;
                     let n = etcd::count(
                         None,
@@ -417,7 +495,9 @@ mod tests {
     fn labels(key: &str, depth: usize) -> (String, String, Option<String>) {
         let ((p, r), bucket) = classify(key.as_bytes(), depth);
         let bucket = match bucket {
-            Bucket::Prefix(b) => Some(String::from_utf8(b).unwrap()),
+            Bucket::Prefix(n) => {
+                Some(String::from_utf8(key.as_bytes()[..dirs_end(key.as_bytes(), n)].to_vec()).unwrap())
+            }
             Bucket::Key => None,
         };
         (p, r, bucket)
@@ -480,6 +560,67 @@ mod tests {
             labels("/registry/pods/ns/x", 2),
             l("registry", "pods/ns", Some("/registry/pods/ns/"))
         );
+        // Shallower than the depth: "/app/users/42/profile" is (app, users/42).
+        assert_eq!(labels("/app/users/42", 2), l("app", "users", None));
+    }
+
+    /// Events are counted under the labels their own key has, whether
+    /// their directory was classified or matched a bucket of the batch.
+    #[test]
+    fn events_take_the_labels_of_their_key() {
+        let keys = [
+            "/registry/pods/ns1/a",
+            "/registry/pods/ns2/b",
+            "/registry/pods/ns2/c",
+            "/registry/services/specs/ns1/s",
+            "/registry/services/endpoints/ns1/s",
+            "/registry/services/other",
+            "/registry/stable.example.com/crontabs/ns1/c",
+            "/registry/stable.example.com/x",
+            "/app/users/42",
+            "/app/users/42/profile",
+            "/app/users/43/profile",
+            "/app/x",
+            "compact_rev_key",
+        ];
+        for depth in [1, 2, 3] {
+            let cluster = etcd_inspector_sdk::testing::FakeCluster::new("c").param(DEPTH_PARAM, &depth.to_string());
+            let events: Vec<WatchEvent> = keys
+                .iter()
+                .map(|k| WatchEvent {
+                    kind: EventKind::Put,
+                    key: k.as_bytes().to_vec(),
+                    create_revision: 1,
+                    mod_revision: 1,
+                })
+                .collect();
+            let samples = cluster.on_events::<Request>(events).expect("counted");
+            let mut want: BTreeMap<(String, String), f64> = BTreeMap::new();
+            for k in keys {
+                *want.entry(classify(k.as_bytes(), depth).0).or_default() += 1.0;
+            }
+            let got: BTreeMap<(String, String), f64> = samples
+                .0
+                .iter()
+                .filter(|s| s.metric == KEY_TOTAL)
+                .map(|s| {
+                    let label = |name: &str| s.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                    ((label("etcdPrefix").unwrap(), label("resourceName").unwrap()), s.value)
+                })
+                .collect();
+            assert_eq!(got, want, "depth {depth}");
+        }
+    }
+
+    /// The census counts under the key's own bytes, also where they are
+    /// not UTF-8 (the labels then carry U+FFFD).
+    #[test]
+    fn buckets_are_prefixes_of_the_raw_key() {
+        let key = b"/app/\xffusers/42";
+        let ((_, resource), bucket) = classify(key, 1);
+        assert_eq!(resource, "\u{fffd}users");
+        let Bucket::Prefix(n) = bucket else { panic!("a bucket") };
+        assert_eq!(&key[..dirs_end(key, n)], b"/app/\xffusers/");
     }
 
     #[test]
@@ -513,6 +654,32 @@ mod tests {
             assert_eq!(index.get_or_insert(dir, || unreachable!("{n} is known")), n);
         }
         assert_eq!(index.entries.len(), dirs.len());
+    }
+
+    #[test]
+    fn word_steps_agree_with_the_byte_loops() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"/",
+            b"abc",
+            b"/registry/pods/ns/x",
+            b"/registry/pods/ns/",
+            b"no-slash-in-a-key-this-long",
+            b"/a\x01\x00\x2e\x30/bbbbbbbbbbbbbbbbbbb",
+            b"\xff\xaf/\x2f\x2e\xaf\x01\x00",
+            b"12345678/2345678",
+        ];
+        for key in keys {
+            assert_eq!(last_slash(key), key.iter().rposition(|&b| b == b'/'), "{key:?}");
+            for other in keys {
+                assert_eq!(same(key, other), key == other, "{key:?} {other:?}");
+            }
+            for cut in 0..key.len() {
+                let mut changed = key.to_vec();
+                changed[cut] ^= 1;
+                assert!(!same(key, &changed), "{key:?} at {cut}");
+            }
+        }
     }
 
     #[test]
