@@ -52,11 +52,16 @@ fn host_runtime() -> anyhow::Result<Arc<Runtime>> {
     )?))
 }
 
-/// The bundled plugins under a supervisor, as the host runs them.
-async fn supervised_host(metrics: &Arc<Metrics>) -> anyhow::Result<Supervisor> {
-    let registry = Arc::new(PluginRegistry::new(host_runtime()?, metrics.clone()));
+/// The bundled plugins under a supervisor, as the host runs them, and
+/// their runtime.
+async fn supervised_host(metrics: &Arc<Metrics>) -> anyhow::Result<(Supervisor, Arc<Runtime>)> {
+    let runtime = host_runtime()?;
+    let registry = Arc::new(PluginRegistry::new(runtime.clone(), metrics.clone()));
     registry.sync_dir(&plugins_dir().join("bundled")).await?;
-    Ok(Supervisor::new(registry, metrics.clone(), SchedulerSettings::default()))
+    Ok((
+        Supervisor::new(registry, metrics.clone(), SchedulerSettings::default()),
+        runtime,
+    ))
 }
 
 /// A cluster on the local etcd running `features` every `interval` (the
@@ -483,11 +488,13 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
         }
         Ok((thread_cpu() - t, state))
     };
-    // Each path five times, interleaved, the fastest run of each kept: a
-    // single run of ~30 ms swung the ratio by ±30 % on this machine.
+    // Each path RUNS times, interleaved, the fastest run of each kept: a
+    // single run of ~30 ms swung the ratio by ±30 % on this machine, and the
+    // fastest of five still by ±10 % between processes.
+    const RUNS: usize = 15;
     let (mut unpacked, mut wasm, mut native) = (Duration::MAX, Duration::MAX, Duration::MAX);
     let mut same = true;
-    for _ in 0..5 {
+    for _ in 0..RUNS {
         let unpacked_metrics = Metrics::new("");
         unpacked_metrics.register_plugin(&unpacked_plugin.info.name, &unpacked_plugin.info.metrics)?;
         let wasm_metrics = Metrics::new("");
@@ -544,7 +551,7 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
     }
     let per_event = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / events as f64);
     report.push(format!(
-        "Same {events} events in batches of 1000, the thread's CPU time, fastest of 5 runs each: wasm {:.2?} per event (packed-watcher), \
+        "Same {events} events in batches of 1000, the thread's CPU time, fastest of {RUNS} runs each: wasm {:.2?} per event (packed-watcher), \
          native {:.2?}, ratio {:.2} (target ≤ 2); the 0.1.2 build (watcher, a list of records) {:.2?} per event, \
          ratio {:.2}; samples identical: {same}.\n",
         per_event(wasm),
@@ -557,7 +564,7 @@ async fn watch_throughput(report: &mut Vec<String>, endpoints: &[String]) -> any
     // The whole host path under a writer.
     let prefix = format!("/bench-e-{}/", std::process::id());
     let metrics = Arc::new(Metrics::new(""));
-    let supervisor = supervised_host(&metrics).await?;
+    let (supervisor, _) = supervised_host(&metrics).await?;
     supervisor.apply(
         vec![bench_cluster("e", endpoints, &["request"], None, &prefix)],
         &[],
@@ -902,8 +909,8 @@ fn rss_mib(field: &str) -> f64 {
 
 async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
     report.push("\n## F. Scale: N clusters × 4 plugins on one local etcd\n".into());
-    report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | member channels open | lag p50 | lag p99 | missed runs |".into());
-    report.push("|---|---|---|---|---|---|---|---|---|---|".into());
+    report.push("| clusters | interval | window | runs | CPU (share of one core) | RSS now / peak | of it, idle instance slots | member channels open | lag p50 | lag p99 | missed runs |".into());
+    report.push("|---|---|---|---|---|---|---|---|---|---|---|".into());
     // BENCH_SCALE_RUNS=1000:30:40 (clusters:interval:window, comma-separated)
     // picks runs, for iterating on one.
     let runs: Vec<(usize, u64, u64)> = match std::env::var("BENCH_SCALE_RUNS") {
@@ -930,7 +937,7 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
     };
     for (n, interval, window) in runs {
         let metrics = Arc::new(Metrics::new(""));
-        let supervisor = supervised_host(&metrics).await?;
+        let (supervisor, runtime) = supervised_host(&metrics).await?;
         let every = Some(Duration::from_secs(interval));
         let features = ["healthy", "alarm", "consistency", "request"];
         let configs = (0..n)
@@ -945,6 +952,7 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
         // Read before this bench parses the scrapes: the parser's own
         // buffers (~27 MiB at 1000 clusters, heaptrack) are not the host's.
         let (rss_now, rss_peak) = (rss_mib("VmRSS:"), rss_mib("VmHWM:"));
+        let slots_mib = runtime.pool_resident_bytes().unwrap_or(0) as f64 / (1 << 20) as f64;
         let lag = "etcd_inspector_schedule_lag_seconds";
         let (b0, b1) = (buckets(&text0, lag), buckets(&text1, lag));
         let runs = counter_sum(&text1, "etcd_inspector_plugin_invocations_total")
@@ -952,7 +960,7 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
         let missed = counter_sum(&text1, "etcd_inspector_missed_runs_total")
             - counter_sum(&text0, "etcd_inspector_missed_runs_total");
         report.push(format!(
-            "| {n} | {interval} s | {window} s | {runs} | {:.1} % | {:.0} / {:.0} MiB | {} | {} | {} | {missed} |",
+            "| {n} | {interval} s | {window} s | {runs} | {:.1} % | {:.0} / {:.0} MiB | {slots_mib:.1} MiB | {} | {} | {} | {missed} |",
             100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
             rss_now,
             rss_peak,
