@@ -1227,7 +1227,18 @@ fn merge_sections(old: &str, new: &str) -> String {
     let sections = |text: &str| -> Vec<(String, String)> {
         text.split("\n## ")
             .skip(1)
-            .map(|s| (s.split('.').next().unwrap_or_default().to_string(), format!("\n## {s}")))
+            .map(|s| {
+                // "(F skipped …)" notes follow whichever section ran before
+                // them; in a merge the kept sections speak for themselves.
+                let body: Vec<&str> = s
+                    .lines()
+                    .filter(|l| !(l.starts_with('(') && l.contains("skipped")))
+                    .collect();
+                (
+                    s.split('.').next().unwrap_or_default().to_string(),
+                    format!("\n## {}", body.join("\n")),
+                )
+            })
             .collect()
     };
     let head = old.split("\n## ").next().unwrap_or_default().to_string();
