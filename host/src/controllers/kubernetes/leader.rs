@@ -23,6 +23,18 @@ pub struct LeaseTiming {
     pub renew_every: Duration,
 }
 
+impl LeaseTiming {
+    /// When renewals start: every `renew_every` whatever the API server's
+    /// latency. A sleep after each renewal stretched the period by the
+    /// time of its calls, on a starved machine past 80 % of the lease, so
+    /// a replica kept dropping out of its own set.
+    pub fn renewal_ticks(&self) -> tokio::time::Interval {
+        let mut ticks = tokio::time::interval(self.renew_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    }
+}
+
 impl Default for LeaseTiming {
     fn default() -> Self {
         // client-go's defaults are 15 s / 2 s retry; the seed used 60 s.
@@ -53,7 +65,9 @@ impl Elector {
     /// Runs forever, publishing whether this process leads.
     pub async fn run(&self, leading: watch::Sender<bool>) {
         let mut last_renewal: Option<tokio::time::Instant> = None;
+        let mut ticks = self.timing.renewal_ticks();
         loop {
+            ticks.tick().await;
             let now = tokio::time::Instant::now();
             let held = match self.try_acquire_or_renew().await {
                 Ok(held) => {
@@ -75,7 +89,6 @@ impl Elector {
                 tracing::info!(lease = %self.name, identity = %self.identity, leading = held, "leadership changed");
                 let _ = leading.send(held);
             }
-            tokio::time::sleep(self.timing.renew_every).await;
         }
     }
 

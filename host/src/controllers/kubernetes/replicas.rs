@@ -107,7 +107,9 @@ impl Replicas {
         let mut last_renewal: Option<Instant> = None;
         // A lasting failure is logged when it starts and every few minutes.
         let (mut renewals, mut lists) = (LogState::default(), LogState::default());
+        let mut ticks = self.timing.renewal_ticks();
         loop {
+            ticks.tick().await;
             let now = Instant::now();
             // Bounds a hung request. A slow answer still counts: the
             // renewal time written is `now`, and validity runs from it.
@@ -174,7 +176,6 @@ impl Replicas {
                 *current = next;
                 changed
             });
-            tokio::time::sleep(self.timing.renew_every).await;
         }
     }
 
