@@ -1167,17 +1167,9 @@ async fn main() -> anyhow::Result<()> {
                         .output()?;
                     anyhow::ensure!(child.status.success(), "the scale run failed: {}", child.status);
                     let text = String::from_utf8_lossy(&child.stdout);
-                    // F's section: up to the child's next one or its skip notes.
-                    let section = text.find("\n## F.").map_or("", |at| {
-                        let rest = &text[at..];
-                        let end = ["\n\n(", "\n## "]
-                            .iter()
-                            .filter_map(|mark| rest[1..].find(mark).map(|i| i + 1))
-                            .min()
-                            .unwrap_or(rest.len());
-                        &rest[..end]
-                    });
-                    report.push(section.trim_end().to_string());
+                    if let Some((_, section)) = sections(&text).into_iter().find(|(id, _)| id == "F") {
+                        report.push(section.trim_end().to_string());
+                    }
                 }
             } else {
                 report.push("\n(F, the scale run, skipped: BENCH_SCALE=1 make bench runs it, about 6 minutes)".into());
@@ -1222,25 +1214,26 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A report's `## X.` sections as (X, text from its heading). "(F skipped
+/// …)" notes are left out: they follow whichever section ran before them.
+fn sections(text: &str) -> Vec<(String, String)> {
+    text.split("\n## ")
+        .skip(1)
+        .map(|s| {
+            let body: Vec<&str> = s
+                .lines()
+                .filter(|l| !(l.starts_with('(') && l.contains("skipped")))
+                .collect();
+            (
+                s.split('.').next().unwrap_or_default().to_string(),
+                format!("\n## {}", body.join("\n")),
+            )
+        })
+        .collect()
+}
+
 /// `old` with each `## X.` section that `new` has replaced by `new`'s.
 fn merge_sections(old: &str, new: &str) -> String {
-    let sections = |text: &str| -> Vec<(String, String)> {
-        text.split("\n## ")
-            .skip(1)
-            .map(|s| {
-                // "(F skipped …)" notes follow whichever section ran before
-                // them; in a merge the kept sections speak for themselves.
-                let body: Vec<&str> = s
-                    .lines()
-                    .filter(|l| !(l.starts_with('(') && l.contains("skipped")))
-                    .collect();
-                (
-                    s.split('.').next().unwrap_or_default().to_string(),
-                    format!("\n## {}", body.join("\n")),
-                )
-            })
-            .collect()
-    };
     let head = old.split("\n## ").next().unwrap_or_default().to_string();
     let fresh = sections(new);
     let mut merged: Vec<(String, String)> = sections(old);
