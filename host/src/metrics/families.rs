@@ -1,9 +1,9 @@
-//! Plugin-owned families: registration as a plugin declares them, and
-//! the commit of a round's samples under the host's rules.
+//! Plugin-owned families: registration as a plugin declares them, the
+//! commit of a round's samples under the host's rules, and their text
+//! exposition.
 
 use std::collections::BTreeSet;
-
-use prometheus::{CounterVec, GaugeVec, Opts};
+use std::fmt::Write as _;
 
 use super::*;
 
@@ -14,8 +14,15 @@ impl Metrics {
     /// plugin.
     pub fn register_plugin(&self, plugin: &str, specs: &[MetricSpec]) -> Result<(), MetricsError> {
         let mut state = self.state.lock().unwrap();
+        let mut names = BTreeSet::new();
         for spec in specs {
             validate_spec(spec)?;
+            if !names.insert(&spec.name) {
+                return Err(MetricsError::Declaration {
+                    metric: spec.name.clone(),
+                    reason: "declared twice".into(),
+                });
+            }
             if let Some(existing) = state.families.get(&spec.name) {
                 if existing.owner != plugin {
                     return Err(MetricsError::Owned {
@@ -25,48 +32,17 @@ impl Metrics {
                 }
             }
         }
-        for spec in specs {
-            if state.families.get(&spec.name).is_some_and(|f| f.spec == *spec) {
-                continue;
-            }
-            if let Some(old) = state.families.remove(&spec.name) {
-                self.unregister(&old.family);
-            }
-            let full_name = format!("{}{}", self.prefix, spec.name);
-            let mut labels = vec![CLUSTER_LABEL];
-            labels.extend(spec.labels.iter().map(String::as_str));
-            let opts = Opts::new(full_name, spec.help.clone());
-            let family = match spec.kind {
-                MetricKind::Gauge => Family::Gauge(GaugeVec::new(opts, &labels).map_err(|e| decl(spec, e))?),
-                MetricKind::Counter => Family::Counter(CounterVec::new(opts, &labels).map_err(|e| decl(spec, e))?),
-            };
-            let registered = match &family {
-                Family::Gauge(g) => self.registry.register(Box::new(g.clone())),
-                Family::Counter(c) => self.registry.register(Box::new(c.clone())),
-            };
-            registered.map_err(|e| decl(spec, e))?;
-            state.families.insert(
-                spec.name.clone(),
-                OwnedFamily {
-                    owner: plugin.to_string(),
-                    spec: spec.clone(),
-                    family,
-                },
-            );
-        }
-        let dropped: Vec<String> = state
+        // A family whose declaration changed starts empty: its old series
+        // have other labels or another type.
+        state
             .families
-            .iter()
-            .filter(|(name, f)| f.owner == plugin && !specs.iter().any(|s| &s.name == *name))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in dropped {
-            if let Some(f) = state.families.remove(&name) {
-                self.unregister(&f.family);
-            }
-            for series in state.series.values_mut() {
-                series.retain(|(metric, _)| *metric != name);
-            }
+            .retain(|name, f| f.owner != plugin || specs.iter().any(|s| s.name == *name && *s == f.spec));
+        for spec in specs {
+            state.families.entry(spec.name.clone()).or_insert_with(|| OwnedFamily {
+                owner: plugin.to_string(),
+                spec: spec.clone(),
+                series: BTreeMap::new(),
+            });
         }
         Ok(())
     }
@@ -81,12 +57,27 @@ impl Metrics {
         mode: CommitMode,
     ) -> Result<(), MetricsError> {
         let mut state = self.state.lock().unwrap();
-        let mut keys = Vec::with_capacity(samples.len());
+        // What the pair will hold, family by family, built aside and
+        // swapped in only when every sample and both caps pass.
+        let mut next: HashMap<&str, BTreeMap<LabelValues, f64>> = state
+            .families
+            .iter()
+            .filter(|(_, f)| f.owner == plugin)
+            .map(|(name, f)| {
+                let kept = match (mode, f.spec.kind) {
+                    (CommitMode::Add, _) | (CommitMode::Replace, MetricKind::Counter) => {
+                        f.series.get(cluster).into_iter().flatten().cloned().collect()
+                    }
+                    (CommitMode::Replace, MetricKind::Gauge) => BTreeMap::new(),
+                };
+                (name.as_str(), kept)
+            })
+            .collect();
         for sample in samples {
-            let fam = state
+            let (name, fam) = state
                 .families
-                .get(&sample.metric)
-                .filter(|f| f.owner == plugin)
+                .get_key_value(&sample.metric)
+                .filter(|(_, f)| f.owner == plugin)
                 .ok_or_else(|| sample_err(sample, "not declared by this plugin in describe()".into()))?;
             if !sample.value.is_finite() {
                 return Err(sample_err(sample, format!("value {} is not finite", sample.value)));
@@ -94,77 +85,46 @@ impl Metrics {
             if fam.spec.kind == MetricKind::Counter && sample.value < 0.0 {
                 return Err(sample_err(sample, "a counter cannot decrease".into()));
             }
-            let mut values = vec![cluster.to_string()];
-            for name in &fam.spec.labels {
-                let value = sample.labels.iter().find(|(k, _)| k == name).ok_or_else(|| {
-                    sample_err(
-                        sample,
-                        format!("label {name:?} missing; {}", label_lists(sample, &fam.spec.labels)),
-                    )
-                })?;
-                if value.1.len() > MAX_LABEL_VALUE_BYTES {
-                    return Err(sample_err(
-                        sample,
-                        format!(
-                            "label {name:?} is {} bytes long; at most {MAX_LABEL_VALUE_BYTES}",
-                            value.1.len()
-                        ),
-                    ));
+            let key = label_values(sample, &fam.spec.labels)?;
+            let series = next
+                .get_mut(name.as_str())
+                .expect("every family of the plugin is in next");
+            match (fam.spec.kind, mode) {
+                (MetricKind::Gauge, CommitMode::Replace) => {
+                    series.insert(key, sample.value);
                 }
-                values.push(value.1.clone());
+                _ => *series.entry(key).or_default() += sample.value,
             }
-            if let Some((extra, _)) = sample.labels.iter().find(|(k, _)| !fam.spec.labels.contains(k)) {
-                return Err(sample_err(
-                    sample,
-                    format!(
-                        "label {extra:?} not declared; {}",
-                        label_lists(sample, &fam.spec.labels)
-                    ),
-                ));
-            }
-            keys.push((sample.metric.clone(), values));
         }
-        let pair = (plugin.to_string(), cluster.to_string());
-        let previous = state.series.get(&pair).cloned().unwrap_or_default();
-        let mut next: BTreeSet<SeriesKey> = match mode {
-            CommitMode::Replace => previous
-                .iter()
-                .filter(|(m, _)| {
-                    state
-                        .families
-                        .get(m)
-                        .is_some_and(|f| f.spec.kind == MetricKind::Counter)
-                })
-                .cloned()
-                .collect(),
-            CommitMode::Add => previous.clone(),
-        };
-        next.extend(keys.iter().cloned());
-        if next.len() > MAX_SERIES_PER_PLUGIN_CLUSTER {
-            return Err(MetricsError::TooManySeries { count: next.len() });
+        let count: usize = next.values().map(BTreeMap::len).sum();
+        if count > MAX_SERIES_PER_PLUGIN_CLUSTER {
+            return Err(MetricsError::TooManySeries { count });
         }
         let bytes: usize = next
             .iter()
-            .map(|(m, values)| m.len() + values.iter().map(String::len).sum::<usize>())
+            .flat_map(|(name, series)| series.keys().map(move |values| (name, values)))
+            .map(|(name, values)| name.len() + cluster.len() + values.iter().map(|v| v.len()).sum::<usize>())
             .sum();
         if bytes > MAX_SERIES_BYTES_PER_PLUGIN_CLUSTER {
             return Err(MetricsError::SeriesTooLarge { bytes });
         }
-
-        for (sample, (metric, values)) in samples.iter().zip(&keys) {
-            let labels: Vec<&str> = values.iter().map(String::as_str).collect();
-            match (&state.families[metric].family, mode) {
-                (Family::Gauge(g), CommitMode::Replace) => g.with_label_values(&labels).set(sample.value),
-                (Family::Gauge(g), CommitMode::Add) => g.with_label_values(&labels).add(sample.value),
-                (Family::Counter(c), _) => c.with_label_values(&labels).inc_by(sample.value),
+        let next: Vec<(String, ClusterSeries)> = next
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s.into_iter().collect()))
+            .collect();
+        for (name, series) in next {
+            let family = state
+                .families
+                .get_mut(&name)
+                .expect("families do not change under the lock");
+            if series.is_empty() {
+                family.series.remove(cluster);
+            } else if let Some(held) = family.series.get_mut(cluster) {
+                *held = series;
+            } else {
+                family.series.insert(cluster.into(), series);
             }
         }
-        for (metric, values) in previous.difference(&next) {
-            if let Some(f) = state.families.get(metric) {
-                remove_series(&f.family, values);
-            }
-        }
-        state.series.insert(pair, next);
         Ok(())
     }
 
@@ -173,23 +133,22 @@ impl Metrics {
     /// status page shows of an inspection's findings.
     pub fn gauge_series(&self, cluster: &str, metric: &str) -> Vec<(Vec<(String, String)>, f64)> {
         let state = self.state.lock().unwrap();
-        let Some(family) = state.families.get(metric) else {
+        let Some(family) = state.families.get(metric).filter(|f| f.spec.kind == MetricKind::Gauge) else {
             return Vec::new();
         };
-        let Family::Gauge(gauges) = &family.family else {
-            return Vec::new();
-        };
-        let mut found: Vec<(Vec<(String, String)>, f64)> = state
+        let mut found: Vec<(Vec<(String, String)>, f64)> = family
             .series
-            .iter()
-            .filter(|((_, c), _)| c == cluster)
-            .flat_map(|(_, keys)| keys.iter())
-            .filter(|(m, _)| m == metric)
-            .filter_map(|(_, values)| {
-                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-                let value = gauges.get_metric_with_label_values(&refs).ok()?.get();
-                let labels = family.spec.labels.iter().cloned().zip(values.iter().skip(1).cloned());
-                Some((labels.collect(), value))
+            .get(cluster)
+            .into_iter()
+            .flatten()
+            .map(|(values, value)| {
+                let labels = family
+                    .spec
+                    .labels
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(|v| v.to_string()));
+                (labels.collect(), *value)
             })
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -200,9 +159,12 @@ impl Metrics {
     pub fn series_count(&self, plugin: &str, cluster: &str) -> usize {
         let state = self.state.lock().unwrap();
         state
-            .series
-            .get(&(plugin.to_string(), cluster.to_string()))
-            .map_or(0, |s| s.len())
+            .families
+            .values()
+            .filter(|f| f.owner == plugin)
+            .filter_map(|f| f.series.get(cluster))
+            .map(|s| s.len())
+            .sum()
     }
 
     /// Deletes every series `plugin` holds for `cluster` (feature disabled,
@@ -216,53 +178,108 @@ impl Metrics {
     /// failed-inspection counter (a failing plugin set to `onFailure: drop`).
     pub fn drop_series(&self, plugin: &str, cluster: &str) {
         let mut state = self.state.lock().unwrap();
-        if let Some(series) = state.series.remove(&(plugin.to_string(), cluster.to_string())) {
-            for (metric, values) in series {
-                if let Some(f) = state.families.get(&metric) {
-                    remove_series(&f.family, &values);
-                }
-            }
+        for family in state.families.values_mut().filter(|f| f.owner == plugin) {
+            family.series.remove(cluster);
         }
     }
 
     /// Removes a plugin's families altogether (plugin unloaded).
     pub fn unregister_plugin(&self, plugin: &str) {
-        let mut state = self.state.lock().unwrap();
-        state.series.retain(|(p, _), _| p != plugin);
-        let owned: Vec<String> = state
-            .families
-            .iter()
-            .filter(|(_, f)| f.owner == plugin)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in owned {
-            if let Some(f) = state.families.remove(&name) {
-                self.unregister(&f.family);
+        self.state.lock().unwrap().families.retain(|_, f| f.owner != plugin);
+    }
+
+    /// Appends the plugins' families in the text format, as the
+    /// `prometheus` crate writes its own: families by name, labels by name
+    /// within a series, values as Rust prints an `f64`.
+    pub(super) fn render_plugin_families(&self, out: &mut String) {
+        let state = self.state.lock().unwrap();
+        let mut families: Vec<(&String, &OwnedFamily)> =
+            state.families.iter().filter(|(_, f)| !f.series.is_empty()).collect();
+        families.sort_by_key(|(name, _)| *name);
+        for (name, family) in families {
+            let full_name = format!("{}{name}", self.prefix);
+            let kind = match family.spec.kind {
+                MetricKind::Gauge => "gauge",
+                MetricKind::Counter => "counter",
+            };
+            if !family.spec.help.is_empty() {
+                let _ = writeln!(out, "# HELP {full_name} {}", escape(&family.spec.help, false));
+            }
+            let _ = writeln!(out, "# TYPE {full_name} {kind}");
+            // clusterName takes its place among the declared labels by name.
+            let mut order: Vec<(&str, Option<usize>)> = std::iter::once((CLUSTER_LABEL, None))
+                .chain(
+                    family
+                        .spec
+                        .labels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| (l.as_str(), Some(i))),
+                )
+                .collect();
+            order.sort_by_key(|(label, _)| *label);
+            for (cluster, series) in &family.series {
+                for (values, value) in series.iter() {
+                    out.push_str(&full_name);
+                    for (i, (label, source)) in order.iter().enumerate() {
+                        let v = source.map_or(&**cluster, |i| &*values[i]);
+                        let _ = write!(out, "{}{label}=\"{}\"", if i == 0 { '{' } else { ',' }, escape(v, true));
+                    }
+                    let _ = writeln!(out, "}} {value}");
+                }
             }
         }
     }
-
-    fn unregister(&self, family: &Family) {
-        let _ = match family {
-            Family::Gauge(g) => self.registry.unregister(Box::new(g.clone())),
-            Family::Counter(c) => self.registry.unregister(Box::new(c.clone())),
-        };
-    }
 }
 
-fn remove_series(family: &Family, values: &[String]) {
-    let labels: Vec<&str> = values.iter().map(String::as_str).collect();
-    let _ = match family {
-        Family::Gauge(g) => g.remove_label_values(&labels),
-        Family::Counter(c) => c.remove_label_values(&labels),
-    };
+/// The values of a sample's labels in the family's declaration order, or
+/// why they do not fit it.
+fn label_values(sample: &SampleValue, declared: &[String]) -> Result<LabelValues, MetricsError> {
+    let mut values = Vec::with_capacity(declared.len());
+    for name in declared {
+        let value = sample.labels.iter().find(|(k, _)| k == name).ok_or_else(|| {
+            sample_err(
+                sample,
+                format!("label {name:?} missing; {}", label_lists(sample, declared)),
+            )
+        })?;
+        if value.1.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(sample_err(
+                sample,
+                format!(
+                    "label {name:?} is {} bytes long; at most {MAX_LABEL_VALUE_BYTES}",
+                    value.1.len()
+                ),
+            ));
+        }
+        values.push(value.1.as_str().into());
+    }
+    if let Some((extra, _)) = sample.labels.iter().find(|(k, _)| !declared.contains(k)) {
+        return Err(sample_err(
+            sample,
+            format!("label {extra:?} not declared; {}", label_lists(sample, declared)),
+        ));
+    }
+    Ok(values.into_boxed_slice())
 }
 
-fn decl(spec: &MetricSpec, e: prometheus::Error) -> MetricsError {
-    MetricsError::Declaration {
-        metric: spec.name.clone(),
-        reason: e.to_string(),
+/// Text-format escaping: backslash and newline always, the double quote in
+/// label values.
+fn escape(text: &str, quote: bool) -> std::borrow::Cow<'_, str> {
+    let special: &[char] = if quote { &['\\', '\n', '"'] } else { &['\\', '\n'] };
+    if !text.contains(special) {
+        return text.into();
     }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '"' if quote => escaped.push_str("\\\""),
+            c => escaped.push(c),
+        }
+    }
+    escaped.into()
 }
 
 fn sample_err(sample: &SampleValue, reason: String) -> MetricsError {
