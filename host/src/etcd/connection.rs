@@ -693,7 +693,7 @@ impl ClusterConnection {
         }
         let connect = async {
             let channel = grpc_channel(endpoint, &self.grpc_tls, timeout)?;
-            Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await
+            Client::from_channel(channel, Some(options)).await
         };
         self.bounded(connect).await.map_err(|e| match e {
             CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
