@@ -1185,6 +1185,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(_) => report.push("\n(B to F skipped: set BENCH_ETCD_ENDPOINTS, as scripts/bench.sh does)".into()),
     }
+    if wanted("K") {
+        series_store(&mut report)?;
+    }
     if wanted("H") {
         match std::env::var_os("BENCH_ETCD36") {
             Some(binary) => hashkv(&mut report, PathBuf::from(binary)).await?,
@@ -1250,6 +1253,175 @@ fn merge_sections(old: &str, new: &str) -> String {
         text.push('\n');
     }
     text
+}
+
+/// K: the plugin series of N clusters × the four bundled inspections (35
+/// series a cluster, as they report them on a 3-member cluster) in the
+/// host's store, against the same series in `prometheus::GaugeVec`, the
+/// crate's own families (what the host used before): resident memory, two
+/// rounds of commits, one rendering. No etcd.
+fn series_store(report: &mut Vec<String>) -> anyhow::Result<()> {
+    use etcd_inspector::metrics::{MetricKind, MetricSpec};
+    let clusters: usize = std::env::var("BENCH_SERIES_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let member = [
+        "inspection_etcd_member_hashkv",
+        "inspection_etcd_member_key_total",
+        "inspection_etcd_member_raft_applied_index",
+        "inspection_etcd_member_raft_index",
+        "inspection_etcd_member_reachable",
+        "inspection_etcd_member_revision",
+    ];
+    let whole = [
+        "inspection_etcd_consistency_revision",
+        "inspection_etcd_hashkv_consistent",
+        "inspection_etcd_hashkv_not_comparable",
+        "inspection_etcd_hashkv_revision",
+        "inspection_etcd_node_diff_total",
+        "inspection_etcd_node_raft_applied_index_diff_total",
+        "inspection_etcd_node_raft_index_diff_total",
+        "inspection_etcd_node_revision_diff_total",
+    ];
+    let endpoints = ["127.0.0.1:52379", "127.0.0.1:52381", "127.0.0.1:52383"];
+    // (plugin, metric, labels) of one cluster's round.
+    type Labels<'a> = Vec<(&'a str, String)>;
+    let mut round: Vec<(&str, &str, Labels)> = Vec::new();
+    for name in member {
+        for m in ["m0", "m1", "m2"] {
+            round.push(("consistency", name, vec![("member", m.to_string())]));
+        }
+    }
+    round.extend(whole.iter().map(|name| ("consistency", *name, Vec::new())));
+    for e in endpoints {
+        for alarm in ["CORRUPT", "NOSPACE"] {
+            let labels = vec![("alarmType", alarm.to_string()), ("endpoint", e.to_string())];
+            round.push(("alarm", "inspection_etcd_endpoint_alarm", labels));
+        }
+        round.push((
+            "healthy",
+            "inspection_etcd_endpoint_healthy",
+            vec![("endpoint", e.to_string())],
+        ));
+    }
+    let mut specs: HashMap<&str, Vec<MetricSpec>> = HashMap::new();
+    for (plugin, metric, labels) in &round {
+        let list = specs.entry(plugin).or_default();
+        if !list.iter().any(|s| s.name == *metric) {
+            list.push(MetricSpec {
+                name: metric.to_string(),
+                help: format!("{metric}, as the plugin describes it"),
+                kind: MetricKind::Gauge,
+                labels: labels.iter().map(|(k, _)| k.to_string()).collect(),
+            });
+        }
+    }
+    // Resident memory: both stores stay alive until both are measured, so
+    // neither reuses pages the other freed.
+    let allocated = || -> anyhow::Result<usize> {
+        let statm = std::fs::read_to_string("/proc/self/statm")?;
+        let pages: usize = statm.split_whitespace().nth(1).unwrap_or("0").parse()?;
+        Ok(pages * 4096)
+    };
+    let series = clusters * round.len();
+
+    // The host's store, through Metrics::commit as a round commits.
+    let before = allocated()?;
+    let metrics = Metrics::new("");
+    for (plugin, list) in &specs {
+        metrics.register_plugin(plugin, list)?;
+    }
+    let started = Instant::now();
+    for value in [1.0, 2.0] {
+        for c in 0..clusters {
+            let cluster = format!("c{c}");
+            for plugin in ["consistency", "alarm", "healthy"] {
+                let samples: Vec<SampleValue> = round
+                    .iter()
+                    .filter(|(p, _, _)| *p == plugin)
+                    .map(|(_, metric, labels)| SampleValue {
+                        metric: metric.to_string(),
+                        labels: labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                        value,
+                    })
+                    .collect();
+                metrics.commit(plugin, &cluster, &samples, CommitMode::Replace)?;
+            }
+        }
+    }
+    let host_commit = started.elapsed() / 2;
+    let host_bytes = allocated()?.saturating_sub(before);
+    let started = Instant::now();
+    let host_text = metrics.render();
+    let host_render = started.elapsed();
+
+    // The same series in the crate's families, set as its callers set them.
+    let before = allocated()?;
+    let registry = prometheus::Registry::new();
+    let mut families: HashMap<&str, prometheus::GaugeVec> = HashMap::new();
+    for spec in specs.values().flatten() {
+        let mut labels = vec!["clusterName"];
+        labels.extend(spec.labels.iter().map(String::as_str));
+        let family = prometheus::GaugeVec::new(prometheus::Opts::new(spec.name.clone(), spec.help.clone()), &labels)?;
+        registry.register(Box::new(family.clone()))?;
+        families.insert(spec.name.as_str(), family);
+    }
+    let started = Instant::now();
+    for value in [1.0, 2.0] {
+        for c in 0..clusters {
+            let cluster = format!("c{c}");
+            for (_, metric, labels) in &round {
+                let mut values = vec![cluster.as_str()];
+                values.extend(labels.iter().map(|(_, v)| v.as_str()));
+                families[metric].with_label_values(&values).set(value);
+            }
+        }
+    }
+    let crate_commit = started.elapsed() / 2;
+    let crate_bytes = allocated()?.saturating_sub(before);
+    let started = Instant::now();
+    let mut out = Vec::new();
+    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut out)?;
+    let crate_render = started.elapsed();
+    drop(metrics);
+    let same = {
+        let mut a: Vec<&str> = host_text.lines().filter(|l| l.starts_with("inspection_")).collect();
+        let text = String::from_utf8(out)?;
+        let mut b: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("inspection_"))
+            .map(str::to_string)
+            .collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == y.as_str())
+    };
+
+    report.push(format!(
+        "\n## K. Plugin series: the host's store against `prometheus::GaugeVec`, {clusters} clusters × 4 inspections ({series} series)\n"
+    ));
+    report.push(
+        "| store | bytes per series (resident) | memory | one round of commits (all clusters) | one rendering |".into(),
+    );
+    report.push("|---|---|---|---|---|".into());
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    report.push(format!(
+        "| host (`Metrics`) | {} | {:.1} MiB | {host_commit:.2?} | {host_render:.2?} |",
+        host_bytes / series,
+        mib(host_bytes)
+    ));
+    report.push(format!(
+        "| `prometheus::GaugeVec` | {} | {:.1} MiB | {crate_commit:.2?} | {crate_render:.2?} |",
+        crate_bytes / series,
+        mib(crate_bytes)
+    ));
+    report.push(format!(
+        "\nhost / GaugeVec: memory {:.2}, rendering {:.2}; the host's commit also checks each sample against its declaration and the per-cluster caps. Same sample lines: {same}. Command: `BENCH_ONLY=K make bench`.",
+        host_bytes as f64 / crate_bytes.max(1) as f64,
+        host_render.as_secs_f64() / crate_render.as_secs_f64().max(1e-9),
+    ));
+    Ok(())
 }
 
 /// H: HashKV at the latest compaction against HashKV at the latest revision,
