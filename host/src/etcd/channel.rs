@@ -187,3 +187,72 @@ impl tower::Service<http::Request<Body>> for MemberChannel {
         Box::pin(async move { inner.call(request).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> Arc<rustls::ClientConfig> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    /// Calls that arrive together on a channel not yet connected share one
+    /// dial, and a later call reuses the connection.
+    #[tokio::test]
+    async fn calls_arriving_together_share_one_dial() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, peer)) = listener.accept().await {
+                seen.lock().unwrap().push(peer);
+                held.push(socket);
+            }
+        });
+        let channel = MemberChannel::new(&format!("http://{address}"), &tls(), Duration::from_secs(2)).unwrap();
+        let senders = futures::future::join_all((0..10).map(|_| channel.inner.sender())).await;
+        assert!(
+            senders.iter().all(Result::is_ok),
+            "{:?}",
+            senders.iter().find(|s| s.is_err())
+        );
+        channel.inner.sender().await.unwrap();
+        // Connections are accepted in the order they were made: once a
+        // marker connection made last is accepted, every dial has been.
+        let marker = tokio::net::TcpStream::connect(address).await.unwrap();
+        let marker = marker.local_addr().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !peers.lock().unwrap().contains(&marker) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the marker connection was never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(peers.lock().unwrap().len() - 1, 1, "dials made");
+    }
+
+    /// A member that refuses connections is Unavailable, with the cause.
+    #[tokio::test]
+    async fn a_refused_dial_is_unavailable_with_its_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = MemberChannel::new(&format!("http://127.0.0.1:{port}"), &tls(), Duration::from_secs(2)).unwrap();
+        let status = channel.inner.sender().await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().starts_with("error trying to connect: "), "{status:?}");
+        assert!(std::error::Error::source(&status).is_some());
+        let bad = MemberChannel::new("ftp://127.0.0.1:2379", &tls(), Duration::from_secs(2)).err();
+        assert!(bad.is_some_and(|e| e.to_string().contains("expected an http:// or https:// URL")));
+    }
+}
