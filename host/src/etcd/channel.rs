@@ -192,13 +192,10 @@ impl tower::Service<http::Request<Body>> for MemberChannel {
 mod tests {
     use super::*;
 
+    /// A cluster's TLS configuration as the host builds it (plain members
+    /// never use it).
     fn tls() -> Arc<rustls::ClientConfig> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        )
+        Arc::new(crate::etcd::tls::rustls_config(&crate::etcd::Credentials::default()).unwrap())
     }
 
     /// Calls that arrive together on a channel not yet connected share one

@@ -76,19 +76,20 @@ pub enum MetricsError {
     SeriesTooLarge { bytes: usize },
 }
 
-/// The series of one plugin-owned family, by cluster then by the values of
-/// the family's own labels (in declaration order). Kept compactly rather
-/// than in a `prometheus::GaugeVec`, whose every series carries its own
-/// copy of the family's descriptor and label names: 762 bytes a series
-/// there, and 105 000 series at 3000 clusters (bench/HISTORY.md). A sorted
-/// slice, not a map: most families hold one to a few series per cluster,
-/// and a B-tree's smallest node is ~280 bytes.
+/// One cluster's series of a family: the values of the family's own labels
+/// (in declaration order) and the value, sorted by the labels. A slice, not
+/// a map: most families hold one to a few series per cluster, and a
+/// B-tree's smallest node is ~280 bytes.
 type ClusterSeries = Box<[(LabelValues, f64)]>;
 type LabelValues = Box<[Box<str>]>;
 
 struct OwnedFamily {
     owner: String,
     spec: MetricSpec,
+    /// Kept here rather than in a `prometheus::GaugeVec`, whose every series
+    /// carries its own copy of the family's descriptor and label names: 762
+    /// bytes a series there, and 105 000 series at 3000 clusters
+    /// (bench/HISTORY.md).
     series: BTreeMap<Box<str>, ClusterSeries>,
 }
 
