@@ -980,17 +980,21 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
 /// own /metrics.
 async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
     report.push("\n## J. Clusters shared by processes: N clusters × 4 plugins at 30 s, `--shard i/R`\n".into());
-    report.push("| clusters | processes | clusters each | runs in window (each) | CPU per process (share of one core) | RSS per process | lag p99 (worst) | missed runs |".into());
-    report.push("|---|---|---|---|---|---|---|---|".into());
-    // BENCH_SHARD_RUNS=3000:1,10000:3 (clusters:processes)
-    let runs: Vec<(usize, usize)> = std::env::var("BENCH_SHARD_RUNS")
-        .unwrap_or_else(|_| "3000:1,10000:3".into())
+    report.push("| clusters | processes | `--watch-mode` | clusters each | runs in window (each) | CPU per process (share of one core) | RSS per process | lag p99 (worst) | missed runs |".into());
+    report.push("|---|---|---|---|---|---|---|---|---|".into());
+    // BENCH_SHARD_RUNS=3300:1,3300:1:rounds (clusters:processes[:watch mode])
+    let runs: Vec<(usize, usize, String)> = std::env::var("BENCH_SHARD_RUNS")
+        .unwrap_or_else(|_| "3300:1,3300:1:rounds,10000:3:rounds".into())
         .split(',')
-        .filter_map(|r| r.split_once(':'))
-        .filter_map(|(n, r)| Some((n.parse().ok()?, r.parse().ok()?)))
+        .filter_map(|run| {
+            let mut fields = run.split(':');
+            let n = fields.next()?.parse().ok()?;
+            let replicas = fields.next()?.parse().ok()?;
+            Some((n, replicas, fields.next().unwrap_or("stream").to_string()))
+        })
         .collect();
     let (interval, warmup, window) = (30u64, 40u64, 40u64);
-    for (n, replicas) in runs {
+    for (n, replicas, mode) in runs {
         let dir = tempfile::tempdir()?;
         let manifests = dir.path().join("manifests");
         std::fs::create_dir_all(&manifests)?;
@@ -1014,6 +1018,7 @@ async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
                 .arg("--plugin-dir")
                 .arg(plugins_dir().join("bundled"))
                 .args(["--shard", &format!("{r}/{replicas}")])
+                .args(["--watch-mode", &mode])
                 .args(["--rescan-interval", "300", "--listen", &format!("127.0.0.1:{port}")])
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
@@ -1058,7 +1063,7 @@ async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
         };
         let worst = lag.iter().max_by_key(|l| l.len()).cloned().unwrap_or_default();
         report.push(format!(
-            "| {n} | {replicas} | ~{} | {} | {} | {} | {worst} | {missed} |",
+            "| {n} | {replicas} | {mode} | ~{} | {} | {} | {} | {worst} | {missed} |",
             n / replicas,
             list(&runs, ""),
             list(&cpu, " %"),

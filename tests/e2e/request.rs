@@ -1,11 +1,12 @@
 //! request.wasm under the host's watch: exact counts under a known
 //! workload, recovery after a compaction while disconnected, and clean-up
-//! when the feature is disabled.
+//! when the feature is disabled; and the same counts from one watch per
+//! round (`--watch-mode rounds`).
 
 use std::time::Duration;
 
 use crate::harness::etcd::{EtcdCluster, Options, Version};
-use crate::harness::host::{cluster_manifest, Host};
+use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::{http_client, plugin_file, wait_until};
 
@@ -186,6 +187,115 @@ async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) 
 }
 on_every_etcd!(a_compaction_while_disconnected_is_recounted_exactly);
 
+/// Watchers etcd serves now, from the member's own /metrics.
+async fn etcd_watchers(member_url: &str) -> f64 {
+    let text = http_client()
+        .get(format!("{member_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::harness::metrics::Scrape::parse(&text)
+        .get("etcd_debugging_mvcc_watcher_total", &[])
+        .unwrap_or(0.0)
+}
+
+/// `--watch-mode rounds`: each round's watch delivers the events since the
+/// last one, exactly, and closes once caught up, so etcd serves no watcher
+/// between rounds; history compacted between two rounds is recounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let member_url = etcd.members[0].client_url.clone();
+    let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(member_addr).await;
+    let proxied = format!("127.0.0.1:{}", proxy.port);
+    let mut client = etcd.client().await;
+    for i in 0..4 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    let rewrite = format!("{}->{proxied}", member_addr);
+    let manifests = [
+        (
+            "cluster.yaml",
+            request_cluster(&format!("http://{proxied}"), &[("extClientURL", &rewrite)]),
+        ),
+        ("request.yaml", inspection_manifest("prod", "request", 1)),
+    ];
+    let host = Host::start(
+        &[plugin_file("bundled", "request")],
+        &manifests,
+        &["--watch-mode", "rounds", "--etcd-timeout", "1"],
+    )
+    .await;
+    expect(&host, &[(KEYS, &["registry", "pods"], 4.0)]).await;
+    for i in 4..7 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    put(&mut client, "/registry/pods/default/p0").await;
+    delete(&mut client, "/registry/pods/default/p1").await;
+    put(&mut client, "/registry/configmaps/default/c0").await;
+    // The request counts come only from events: a census does not count them.
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 6.0),
+            (REQUESTS, &["PUT", "registry", "pods"], 4.0),
+            (REQUESTS, &["Delete", "registry", "pods"], 1.0),
+            (KEYS, &["registry", "configmaps"], 1.0),
+            (REQUESTS, &["PUT", "registry", "configmaps"], 1.0),
+        ],
+    )
+    .await;
+    wait_until(
+        "no watcher between rounds",
+        Duration::from_secs(30),
+        async || match etcd_watchers(&member_url).await {
+            0.0 => Ok(()),
+            w => Err(format!("{w} watchers")),
+        },
+    )
+    .await;
+
+    proxy.cut();
+    for i in 7..9 {
+        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+    }
+    delete(&mut client, "/registry/configmaps/default/c0").await;
+    let revision = etcd.status()[0].1.to_string();
+    etcd.etcdctl(&["--endpoints", &member_url, "compact", &revision])
+        .unwrap();
+    proxy.restore();
+    expect(&host, &[(KEYS, &["registry", "pods"], 8.0)]).await;
+    assert!(
+        host.log().contains("history compacted at"),
+        "the host must recount after a compaction:\n{}",
+        host.log()
+    );
+    let configmaps = [
+        ("clusterName", "prod"),
+        ("etcdPrefix", "registry"),
+        ("resourceName", "configmaps"),
+    ];
+    assert_eq!(
+        host.scrape().await.get(KEYS, &configmaps),
+        None,
+        "the recount finds no configmap left"
+    );
+    // Events after the recount are counted again.
+    delete(&mut client, "/registry/pods/default/p2").await;
+    expect(
+        &host,
+        &[
+            (KEYS, &["registry", "pods"], 7.0),
+            (REQUESTS, &["Delete", "registry", "pods"], 2.0),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_request_closes_the_watch_and_deletes_the_series() {
     let etcd = EtcdCluster::start(Options::new(1)).await;
@@ -209,20 +319,7 @@ async fn disabling_request_closes_the_watch_and_deletes_the_series() {
         ],
     )
     .await;
-    let watchers = async || {
-        let text = http_client()
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        crate::harness::metrics::Scrape::parse(&text)
-            .get("etcd_debugging_mvcc_watcher_total", &[])
-            .unwrap_or(0.0)
-    };
-    assert!(watchers().await >= 1.0, "the host watches etcd");
+    assert!(etcd_watchers(&url).await >= 1.0, "the host watches etcd");
 
     let disabled = cluster_manifest(
         "prod",
@@ -239,7 +336,7 @@ async fn disabling_request_closes_the_watch_and_deletes_the_series() {
         async || {
             let scrape = host.scrape().await;
             let left = scrape.all(KEYS, &[]).len() + scrape.all(REQUESTS, &[]).len();
-            let w = watchers().await;
+            let w = etcd_watchers(&url).await;
             if left == 0 && w == 0.0 {
                 Ok(())
             } else {

@@ -161,6 +161,14 @@ pub enum InstanceAllocation {
     OnDemand,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchModeArg {
+    /// One watch per cluster, always open.
+    Stream,
+    /// A watch per cluster and round, closed once caught up.
+    Rounds,
+}
+
 #[derive(clap::Args)]
 pub struct StandaloneArgs {
     /// Directory of EtcdCluster and EtcdInspection YAML files.
@@ -216,6 +224,13 @@ pub struct CommonArgs {
     /// clusters with username/password auth (reopening costs an Authenticate).
     #[arg(long, default_value_t = 5.0)]
     pub etcd_idle_timeout: f64,
+    /// How plugins that follow changes (request) get them: `stream` keeps
+    /// a watch open per cluster and delivers events within 100 ms;
+    /// `rounds` opens it once per interval for the events since the last
+    /// round, so counts are up to an interval old but a cluster holds no
+    /// member channel between rounds (for thousands of clusters a replica).
+    #[arg(long, value_enum, default_value_t = WatchModeArg::Stream)]
+    pub watch_mode: WatchModeArg,
     /// Inspections running at once across all clusters.
     #[arg(long, default_value_t = 64)]
     pub max_concurrent_inspections: usize,

@@ -14,7 +14,7 @@ use clap::Parser;
 
 use crate::controllers::kubernetes::{self, leader::LeaseTiming, KubeSettings, Role};
 use crate::controllers::standalone::ManifestSource;
-use crate::controllers::{SchedulerSettings, Supervisor};
+use crate::controllers::{SchedulerSettings, Supervisor, WatchMode};
 use crate::etcd::ConnectionSettings;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
@@ -24,6 +24,7 @@ use crate::runtime::settings::{SettingsFile, MAX_MEMORY_MIB};
 use crate::runtime::{watch_plugin_dir, CallLimits, PluginRegistry, Runtime};
 use cli::{
     Cli, Command, CommonArgs, InstanceAllocation, KubeArgs, MetricNames, PluginCommand, RegistryArgs, StandaloneArgs,
+    WatchModeArg,
 };
 
 /// Instances alive at once beyond the inspections: plugins being loaded
@@ -147,6 +148,10 @@ impl Host {
         };
         let settings = SchedulerSettings {
             max_concurrent: common.max_concurrent_inspections,
+            watch_mode: match common.watch_mode {
+                WatchModeArg::Stream => WatchMode::Stream,
+                WatchModeArg::Rounds => WatchMode::Rounds,
+            },
             connection,
         };
         let supervisor = Arc::new(Supervisor::new(plugins.clone(), metrics.clone(), settings));

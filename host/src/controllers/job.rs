@@ -28,11 +28,41 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// Events are delivered when this many are pending or the batch is this old.
 const BATCH_EVENTS: usize = 1000;
 const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// How often a round's watch asks etcd for progress until it answers;
+/// etcd brings a watch that reads history up to date every 100 ms.
+const PROGRESS_REQUEST_EVERY: Duration = Duration::from_millis(100);
+
+/// How a watching plugin gets its events (`--watch-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchMode {
+    /// A watch open all the time: events reach the plugin within
+    /// `BATCH_DELAY`, and the cluster keeps a member channel open.
+    #[default]
+    Stream,
+    /// A watch opened once per interval for the events since the last
+    /// round: counts are up to an interval old, and between rounds the
+    /// cluster holds no channel (~70-100 KiB less each; bench/HISTORY.md).
+    Rounds,
+}
+
+/// How a round's watch ended.
+enum CatchUp {
+    /// Every event up to this revision was delivered.
+    Done(u64),
+    /// Stopped short, for the reason given, with events delivered up to
+    /// the revision.
+    Stopped(u64, String),
+    /// The history from the start revision is compacted.
+    Compacted(u64),
+    /// A failed delivery and its census left nothing counted: start over.
+    Lost,
+}
 
 pub(super) struct Job {
     pub cluster: ClusterKey,
     pub feature: String,
     pub interval: Option<Duration>,
+    pub watch_mode: WatchMode,
     /// The cluster's current parameters: an edited annotation reaches the
     /// next round without restarting the schedule.
     pub params: watch::Receiver<Params>,
@@ -145,7 +175,10 @@ impl Job {
             missing_logged = false;
             match self.watch_prefix(&plugin) {
                 // Boxed, like invoke: only watching jobs need its state.
-                Some(prefix) => Box::pin(self.watch(&plugin, &prefix)).await,
+                Some(prefix) => match self.watch_mode {
+                    WatchMode::Stream => Box::pin(self.watch(&plugin, &prefix)).await,
+                    WatchMode::Rounds => Box::pin(self.watch_in_rounds(&plugin, &prefix)).await,
+                },
                 None => {
                     let started = TokioInstant::now();
                     if let Some(due) = next_due.take() {
@@ -271,17 +304,13 @@ impl Job {
                 }
                 let due = batch_deadline.is_some_and(|d| TokioInstant::now() >= d);
                 if pending.len() >= BATCH_EVENTS || (due && !pending.is_empty()) {
-                    let batch = std::mem::take(&mut pending);
                     batch_deadline = None;
-                    let last = batch.iter().map(|e| e.mod_revision).max().unwrap_or(counted);
-                    if !self.invoke(plugin, Work::Events(batch)).await {
-                        // The counts missed this batch: count again at its end.
-                        match self.census(plugin, prefix, Some(last)).await {
-                            Some(revision) => counted = revision,
-                            None => return,
-                        }
-                    } else {
-                        counted = last;
+                    match self
+                        .deliver(plugin, prefix, std::mem::take(&mut pending), counted)
+                        .await
+                    {
+                        Some(revision) => counted = revision,
+                        None => return,
                     }
                 }
                 if pending.is_empty() && TokioInstant::now() >= recount_at {
@@ -297,9 +326,9 @@ impl Job {
             };
             // Deliver what was received before the stream ended.
             if !pending.is_empty() {
-                let last = pending.iter().map(|e| e.mod_revision).max().unwrap_or(counted);
-                if self.invoke(plugin, Work::Events(std::mem::take(&mut pending))).await {
-                    counted = last;
+                match self.deliver(plugin, prefix, pending, counted).await {
+                    Some(revision) => counted = revision,
+                    None => return,
                 }
             }
             tracing::info!(cluster = %self.cluster, feature = %self.feature, counted, "{reason}; resuming");
@@ -309,6 +338,160 @@ impl Job {
                     None => return,
                 }
             }
+        }
+    }
+
+    /// Census, then once per interval the events since the last round,
+    /// from a watch opened for the round and closed once etcd says it has
+    /// sent everything (`--watch-mode rounds`); then the census that
+    /// cross-checks the counts, as [`Self::watch`] does every interval.
+    /// Between rounds the cluster holds no watch, so its member channels
+    /// close as idle. Returns, to start over, on a new plugin version or a
+    /// changed prefix, which it notices at the next round.
+    async fn watch_in_rounds(&self, plugin: &Arc<LoadedPlugin>, prefix: &str) {
+        let Some(mut counted) = self.census(plugin, prefix, None).await else {
+            tokio::time::sleep(self.interval(plugin).min(MAX_RETRY)).await;
+            return;
+        };
+        loop {
+            tokio::time::sleep_until(self.next_round(plugin, TokioInstant::now())).await;
+            let same_plugin = self.plugins.get(&self.feature).is_some_and(|p| Arc::ptr_eq(&p, plugin));
+            if !same_plugin || self.watch_prefix(plugin).as_deref() != Some(prefix) {
+                return;
+            }
+            match Box::pin(self.catch_up(plugin, prefix, counted)).await {
+                CatchUp::Done(revision) => {
+                    counted = revision;
+                    if let Some(line) = self.watch_failures.lock().unwrap().succeeded() {
+                        tracing::info!(cluster = %self.cluster, feature = %self.feature, "watch answers again {line}");
+                    }
+                }
+                CatchUp::Stopped(revision, reason) => {
+                    counted = revision;
+                    // The next round resumes from `counted`.
+                    if let Some(line) = self.watch_failures.lock().unwrap().failed(&reason) {
+                        tracing::warn!(cluster = %self.cluster, feature = %self.feature, counted, "{line}");
+                    }
+                    continue;
+                }
+                CatchUp::Compacted(compacted) => {
+                    tracing::info!(cluster = %self.cluster, feature = %self.feature, counted, "history compacted at {compacted}; counting again");
+                    match self.census(plugin, prefix, None).await {
+                        Some(revision) => counted = revision,
+                        None => return,
+                    }
+                    continue;
+                }
+                CatchUp::Lost => return,
+            }
+            match self.census(plugin, prefix, Some(counted)).await {
+                Some(revision) => counted = revision,
+                None => return,
+            }
+        }
+    }
+
+    /// Delivers the events after `counted` from a watch opened for this
+    /// call. Done when etcd reports progress: every event up to its
+    /// current revision has been received.
+    async fn catch_up(&self, plugin: &LoadedPlugin, prefix: &str, mut counted: u64) -> CatchUp {
+        // etcd reports no progress on a watch that starts after its current
+        // revision, so one is opened only when something has changed.
+        match self.connection.current_revision().await {
+            Ok(now) if now <= counted => return CatchUp::Done(counted),
+            Ok(_) => {}
+            Err(e) => return CatchUp::Stopped(counted, format!("cannot read the current revision: {e}")),
+        }
+        let mut stream = match self.connection.watch(prefix.as_bytes(), counted + 1).await {
+            Ok(stream) => stream,
+            Err(e) => return CatchUp::Stopped(counted, format!("watch failed to open: {e}")),
+        };
+        // etcd drops (or defers) a progress request while the watch is
+        // still reading history, so ask again until one is answered; a
+        // watch silent for a whole call timeout has failed.
+        let mut ask = tokio::time::interval(PROGRESS_REQUEST_EVERY);
+        let silent_for = self.connection.call_timeout();
+        let mut heard = TokioInstant::now();
+        let mut pending: Vec<WatchEvent> = Vec::new();
+        loop {
+            let update = tokio::select! {
+                update = stream.next() => update,
+                _ = ask.tick() => {
+                    if heard.elapsed() > silent_for {
+                        return self.stopped_short(plugin, prefix, pending, counted, format!("watch silent for {silent_for:?}")).await;
+                    }
+                    if let Err(e) = stream.request_progress().await {
+                        return self.stopped_short(plugin, prefix, pending, counted, format!("watch failed: {e}")).await;
+                    }
+                    continue;
+                }
+            };
+            heard = TokioInstant::now();
+            match update {
+                Ok(Some(WatchUpdate::Events(events))) => {
+                    pending.extend(events);
+                    if pending.len() >= BATCH_EVENTS {
+                        match self
+                            .deliver(plugin, prefix, std::mem::take(&mut pending), counted)
+                            .await
+                        {
+                            Some(revision) => counted = revision,
+                            None => return CatchUp::Lost,
+                        }
+                    }
+                }
+                Ok(Some(WatchUpdate::Progress(revision))) => {
+                    if !pending.is_empty() {
+                        match self.deliver(plugin, prefix, pending, counted).await {
+                            Some(delivered) => counted = delivered,
+                            None => return CatchUp::Lost,
+                        }
+                    }
+                    return CatchUp::Done(counted.max(revision));
+                }
+                Ok(Some(WatchUpdate::Compacted(compacted))) => return CatchUp::Compacted(compacted),
+                Ok(None) => {
+                    return self
+                        .stopped_short(plugin, prefix, pending, counted, "watch closed by the server".into())
+                        .await
+                }
+                Err(e) => {
+                    return self
+                        .stopped_short(plugin, prefix, pending, counted, format!("watch failed: {e}"))
+                        .await
+                }
+            }
+        }
+    }
+
+    /// A round's watch ended before etcd reported progress: what arrived
+    /// is still delivered, and the next round resumes after it.
+    async fn stopped_short(
+        &self,
+        plugin: &LoadedPlugin,
+        prefix: &str,
+        pending: Vec<WatchEvent>,
+        counted: u64,
+        reason: String,
+    ) -> CatchUp {
+        if pending.is_empty() {
+            return CatchUp::Stopped(counted, reason);
+        }
+        match self.deliver(plugin, prefix, pending, counted).await {
+            Some(revision) => CatchUp::Stopped(revision, reason),
+            None => CatchUp::Lost,
+        }
+    }
+
+    /// Hands a batch of events to the plugin. Returns the revision counted
+    /// up to now: the batch's last, or, when the call failed and the counts
+    /// missed the batch, that of a census at it; `None` when that failed too.
+    async fn deliver(&self, plugin: &LoadedPlugin, prefix: &str, batch: Vec<WatchEvent>, counted: u64) -> Option<u64> {
+        let last = batch.iter().map(|e| e.mod_revision).max().unwrap_or(counted);
+        if self.invoke(plugin, Work::Events(batch)).await {
+            Some(last)
+        } else {
+            self.census(plugin, prefix, Some(last)).await
         }
     }
 
@@ -532,6 +715,7 @@ mod tests {
             },
             feature: "healthy".into(),
             interval: None,
+            watch_mode: WatchMode::Rounds,
             params: watch::channel(Params::default()).1,
             connection: Arc::new(connection),
             plugins: Arc::new(PluginRegistry::new(runtime, metrics.clone())),

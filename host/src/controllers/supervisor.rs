@@ -10,7 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::AbortHandle;
 
 use super::invocation::Params;
-use super::job::Job;
+use super::job::{Job, WatchMode};
 use crate::cluster::{ClusterConfig, ClusterKey, ConnectionPool, FeatureSettings};
 use crate::etcd::{ClusterConnection, ConnectionSettings};
 use crate::metrics::Metrics;
@@ -21,6 +21,7 @@ use crate::runtime::PluginRegistry;
 pub struct SchedulerSettings {
     /// Inspections running at once, all clusters together.
     pub max_concurrent: usize,
+    pub watch_mode: WatchMode,
     pub connection: ConnectionSettings,
 }
 
@@ -28,6 +29,7 @@ impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
             max_concurrent: 64,
+            watch_mode: WatchMode::default(),
             connection: ConnectionSettings::default(),
         }
     }
@@ -81,6 +83,7 @@ pub struct Supervisor {
     plugins: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
+    watch_mode: WatchMode,
     /// Shared with whatever else talks to the clusters (the cluster controller).
     pool: Arc<ConnectionPool>,
     clusters: Mutex<HashMap<ClusterKey, ClusterEntry>>,
@@ -98,6 +101,7 @@ impl Supervisor {
             plugins,
             metrics,
             permits,
+            watch_mode: settings.watch_mode,
             pool,
             clusters: Mutex::default(),
             errors: Mutex::default(),
@@ -250,6 +254,7 @@ impl Supervisor {
                 cluster: config.key.clone(),
                 feature: feature.clone(),
                 interval: settings.interval,
+                watch_mode: self.watch_mode,
                 params: entry.params.subscribe(),
                 connection: entry.connection.clone(),
                 plugins: self.plugins.clone(),

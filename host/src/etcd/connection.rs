@@ -428,6 +428,11 @@ impl ClusterConnection {
             .flatten()
     }
 
+    /// The bound on one etcd call (`--etcd-timeout`).
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.call_timeout
+    }
+
     /// The cluster's current revision, from whichever member answers.
     pub async fn current_revision(&self) -> Result<u64, CallError> {
         let status = self.on_any_endpoint(|mut c| async move { c.status().await }).await?;

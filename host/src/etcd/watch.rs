@@ -11,6 +11,15 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Asks etcd to report, as a [`WatchUpdate::Progress`], the revision up
+    /// to which it has sent every event. etcd answers only once the watch
+    /// has caught up with its history (an unsynced watcher's request is
+    /// dropped before etcd 3.5.8 and deferred after), so a caller waiting
+    /// for the answer asks again until it comes.
+    pub async fn request_progress(&mut self) -> Result<(), CallError> {
+        self.stream.request_progress().await.map_err(CallError::from)
+    }
+
     /// The next update; `Ok(None)` when the server closed the stream.
     pub async fn next(&mut self) -> Result<Option<WatchUpdate>, CallError> {
         loop {
