@@ -222,7 +222,7 @@ pub struct CommonArgs {
     /// reopen it at the next round (0: keep channels open). Channels stay
     /// when the cluster's next round is due within this time, and on
     /// clusters with username/password auth (reopening costs an Authenticate).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub etcd_idle_timeout: f64,
     /// How plugins that follow changes (request) get them: `stream` keeps
     /// a watch open per cluster and delivers events within 100 ms;

@@ -31,7 +31,7 @@ impl Default for ConnectionSettings {
     fn default() -> Self {
         ConnectionSettings {
             call_timeout: Duration::from_secs(3),
-            idle_timeout: Some(Duration::from_secs(5)),
+            idle_timeout: Some(Duration::from_secs(2)),
         }
     }
 }
