@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::etcd::ConnectionSettings;
+
 #[derive(Parser)]
 #[command(
     name = "etcd-inspector",
@@ -58,7 +60,7 @@ pub enum PluginCommand {
         #[arg(long)]
         cluster: Option<String>,
         /// Timeout of one etcd call, in seconds.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = ConnectionSettings::DEFAULT_CALL_TIMEOUT.as_secs_f64())]
         etcd_timeout: f64,
     },
     /// Check a plugin, then publish it to an OCI registry (CNCF wasm layout)
@@ -216,13 +218,13 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 64)]
     pub plugin_memory_mib: usize,
     /// Timeout of one etcd call, in seconds.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = ConnectionSettings::DEFAULT_CALL_TIMEOUT.as_secs_f64())]
     pub etcd_timeout: f64,
     /// Close a member's gRPC channel after this many seconds unused, to
     /// reopen it at the next round (0: keep channels open). Channels stay
     /// when the cluster's next round is due within this time, and on
     /// clusters with username/password auth (reopening costs an Authenticate).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = ConnectionSettings::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
     pub etcd_idle_timeout: f64,
     /// How plugins that follow changes (request) get them: `stream` keeps
     /// a watch open per cluster and delivers events within 100 ms;

@@ -27,11 +27,20 @@ pub struct ConnectionSettings {
     pub idle_timeout: Option<Duration>,
 }
 
+impl ConnectionSettings {
+    /// `call_timeout` unless configured (`--etcd-timeout`).
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+    /// `idle_timeout` unless configured (`--etcd-idle-timeout`): a cluster's
+    /// inspections use its members in one burst, so a short timeout adds no
+    /// dials and only shortens how long a finished round's channels linger.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+}
+
 impl Default for ConnectionSettings {
     fn default() -> Self {
         ConnectionSettings {
-            call_timeout: Duration::from_secs(3),
-            idle_timeout: Some(Duration::from_secs(2)),
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
