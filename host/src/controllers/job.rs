@@ -384,9 +384,11 @@ impl Job {
                 }
                 CatchUp::Lost => return,
             }
-            match self.census(plugin, prefix, Some(counted)).await {
-                Some(revision) => counted = revision,
-                None => return,
+            // A failed census (logged by `census`) loses nothing: every event
+            // up to `counted` is delivered, so, as after a stopped catch-up,
+            // the next round resumes from there instead of counting afresh.
+            if let Some(revision) = self.census(plugin, prefix, Some(counted)).await {
+                counted = revision;
             }
         }
     }
