@@ -53,6 +53,60 @@ fn request_cluster(url: &str, extra: &[(&str, &str)]) -> String {
     cluster_manifest("prod", &annotations)
 }
 
+/// A one-member etcd that the host reaches only through a proxy the test
+/// can cut, with pods p0..p3 written. The member advertises its own
+/// address; the cluster manifest's extClientURL rewrites it to the proxy.
+struct BehindProxy {
+    etcd: EtcdCluster,
+    proxy: Proxy,
+    member_url: String,
+    client: etcd_client::Client,
+    /// The EtcdCluster manifest (cluster "prod") pointing at the proxy.
+    cluster: String,
+}
+
+impl BehindProxy {
+    async fn start(version: Version) -> Self {
+        let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
+        let member_url = etcd.members[0].client_url.clone();
+        let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
+        let proxy = Proxy::start(member_addr).await;
+        let proxied = format!("127.0.0.1:{}", proxy.port);
+        let mut client = etcd.client().await;
+        for i in 0..4 {
+            put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+        }
+        let rewrite = format!("{member_addr}->{proxied}");
+        let cluster = request_cluster(&format!("http://{proxied}"), &[("extClientURL", &rewrite)]);
+        BehindProxy {
+            etcd,
+            proxy,
+            member_url,
+            client,
+            cluster,
+        }
+    }
+
+    /// Compacts at the latest revision while the host is cut off (after
+    /// [`Proxy::cut`]), then lets the host back in.
+    fn compact_and_restore(&self) {
+        let revision = self.etcd.status()[0].1.to_string();
+        self.etcd
+            .etcdctl(&["--endpoints", &self.member_url, "compact", &revision])
+            .unwrap();
+        self.proxy.restore();
+    }
+}
+
+/// The host found the history compacted and counted afresh.
+fn assert_recounted(host: &Host) {
+    assert!(
+        host.log().contains("history compacted at"),
+        "the host must recount after a compaction:\n{}",
+        host.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_workload_gives_exact_key_and_request_counts() {
     let etcd = EtcdCluster::start(Options::new(3)).await;
@@ -124,22 +178,8 @@ async fn a_known_workload_gives_exact_key_and_request_counts() {
 }
 
 async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) {
-    let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
-    let member_url = etcd.members[0].client_url.clone();
-    let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
-    let proxy = Proxy::start(member_addr).await;
-    let proxied = format!("127.0.0.1:{}", proxy.port);
-    let mut client = etcd.client().await;
-    for i in 0..4 {
-        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
-    }
-    // Every host connection goes through the proxy: the member advertises
-    // its own address, which extClientURL rewrites.
-    let rewrite = format!("{}->{proxied}", member_addr);
-    let manifests = [(
-        "cluster.yaml",
-        request_cluster(&format!("http://{proxied}"), &[("extClientURL", &rewrite)]),
-    )];
+    let mut member = BehindProxy::start(version).await;
+    let manifests = [("cluster.yaml", member.cluster.clone())];
     let host = Host::start(
         &[plugin_file("bundled", "request")],
         &manifests,
@@ -147,7 +187,7 @@ async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) 
     )
     .await;
     expect(&host, &[(KEYS, &["registry", "pods"], 4.0)]).await;
-    put(&mut client, "/registry/pods/default/p4").await;
+    put(&mut member.client, "/registry/pods/default/p4").await;
     expect(
         &host,
         &[
@@ -157,16 +197,13 @@ async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) 
     )
     .await;
 
-    proxy.cut();
+    member.proxy.cut();
     for i in 5..9 {
-        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+        put(&mut member.client, &format!("/registry/pods/default/p{i}")).await;
     }
-    delete(&mut client, "/registry/pods/default/p0").await;
-    put(&mut client, "/registry/configmaps/default/c0").await;
-    let revision = etcd.status()[0].1.to_string();
-    etcd.etcdctl(&["--endpoints", &member_url, "compact", &revision])
-        .unwrap();
-    proxy.restore();
+    delete(&mut member.client, "/registry/pods/default/p0").await;
+    put(&mut member.client, "/registry/configmaps/default/c0").await;
+    member.compact_and_restore();
 
     expect(
         &host,
@@ -176,13 +213,9 @@ async fn a_compaction_while_disconnected_is_recounted_exactly(version: Version) 
         ],
     )
     .await;
-    assert!(
-        host.log().contains("history compacted at"),
-        "the host must recount after a compaction:\n{}",
-        host.log()
-    );
+    assert_recounted(&host);
     // Counting continues from the recount.
-    delete(&mut client, "/registry/pods/default/p1").await;
+    delete(&mut member.client, "/registry/pods/default/p1").await;
     expect(&host, &[(KEYS, &["registry", "pods"], 7.0)]).await;
 }
 on_every_etcd!(a_compaction_while_disconnected_is_recounted_exactly);
@@ -207,21 +240,9 @@ async fn etcd_watchers(member_url: &str) -> f64 {
 /// between rounds; history compacted between two rounds is recounted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
-    let etcd = EtcdCluster::start(Options::new(1)).await;
-    let member_url = etcd.members[0].client_url.clone();
-    let member_addr: std::net::SocketAddr = member_url.trim_start_matches("http://").parse().unwrap();
-    let proxy = Proxy::start(member_addr).await;
-    let proxied = format!("127.0.0.1:{}", proxy.port);
-    let mut client = etcd.client().await;
-    for i in 0..4 {
-        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
-    }
-    let rewrite = format!("{}->{proxied}", member_addr);
+    let mut member = BehindProxy::start(Version::default()).await;
     let manifests = [
-        (
-            "cluster.yaml",
-            request_cluster(&format!("http://{proxied}"), &[("extClientURL", &rewrite)]),
-        ),
+        ("cluster.yaml", member.cluster.clone()),
         ("request.yaml", inspection_manifest("prod", "request", 1)),
     ];
     let host = Host::start(
@@ -232,11 +253,11 @@ async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
     .await;
     expect(&host, &[(KEYS, &["registry", "pods"], 4.0)]).await;
     for i in 4..7 {
-        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+        put(&mut member.client, &format!("/registry/pods/default/p{i}")).await;
     }
-    put(&mut client, "/registry/pods/default/p0").await;
-    delete(&mut client, "/registry/pods/default/p1").await;
-    put(&mut client, "/registry/configmaps/default/c0").await;
+    put(&mut member.client, "/registry/pods/default/p0").await;
+    delete(&mut member.client, "/registry/pods/default/p1").await;
+    put(&mut member.client, "/registry/configmaps/default/c0").await;
     // The request counts come only from events: a census does not count them.
     expect(
         &host,
@@ -252,28 +273,21 @@ async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
     wait_until(
         "no watcher between rounds",
         Duration::from_secs(30),
-        async || match etcd_watchers(&member_url).await {
+        async || match etcd_watchers(&member.member_url).await {
             0.0 => Ok(()),
             w => Err(format!("{w} watchers")),
         },
     )
     .await;
 
-    proxy.cut();
+    member.proxy.cut();
     for i in 7..9 {
-        put(&mut client, &format!("/registry/pods/default/p{i}")).await;
+        put(&mut member.client, &format!("/registry/pods/default/p{i}")).await;
     }
-    delete(&mut client, "/registry/configmaps/default/c0").await;
-    let revision = etcd.status()[0].1.to_string();
-    etcd.etcdctl(&["--endpoints", &member_url, "compact", &revision])
-        .unwrap();
-    proxy.restore();
+    delete(&mut member.client, "/registry/configmaps/default/c0").await;
+    member.compact_and_restore();
     expect(&host, &[(KEYS, &["registry", "pods"], 8.0)]).await;
-    assert!(
-        host.log().contains("history compacted at"),
-        "the host must recount after a compaction:\n{}",
-        host.log()
-    );
+    assert_recounted(&host);
     let configmaps = [
         ("clusterName", "prod"),
         ("etcdPrefix", "registry"),
@@ -285,7 +299,7 @@ async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
         "the recount finds no configmap left"
     );
     // Events after the recount are counted again.
-    delete(&mut client, "/registry/pods/default/p2").await;
+    delete(&mut member.client, "/registry/pods/default/p2").await;
     expect(
         &host,
         &[
