@@ -59,7 +59,6 @@ fn request_cluster(url: &str, extra: &[(&str, &str)]) -> String {
 struct BehindProxy {
     etcd: EtcdCluster,
     proxy: Proxy,
-    member_url: String,
     client: etcd_client::Client,
     /// The EtcdCluster manifest (cluster "prod") pointing at the proxy.
     cluster: String,
@@ -81,10 +80,14 @@ impl BehindProxy {
         BehindProxy {
             etcd,
             proxy,
-            member_url,
             client,
             cluster,
         }
+    }
+
+    /// The member's own client URL, not the proxy's.
+    fn member_url(&self) -> &str {
+        &self.etcd.members[0].client_url
     }
 
     /// Compacts at the latest revision while the host is cut off (after
@@ -92,7 +95,7 @@ impl BehindProxy {
     fn compact_and_restore(&self) {
         let revision = self.etcd.status()[0].1.to_string();
         self.etcd
-            .etcdctl(&["--endpoints", &self.member_url, "compact", &revision])
+            .etcdctl(&["--endpoints", self.member_url(), "compact", &revision])
             .unwrap();
         self.proxy.restore();
     }
@@ -273,7 +276,7 @@ async fn rounds_mode_counts_exactly_and_holds_no_watch_between_rounds() {
     wait_until(
         "no watcher between rounds",
         Duration::from_secs(30),
-        async || match etcd_watchers(&member.member_url).await {
+        async || match etcd_watchers(member.member_url()).await {
             0.0 => Ok(()),
             w => Err(format!("{w} watchers")),
         },

@@ -10,6 +10,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most bytes of a pooled linear memory kept resident after a call (only
 /// the pages the call wrote). It bounds what idle slots hold: at most this
 /// per memory slot, reported as `etcd_inspector_instance_pool_resident_bytes`.
+/// The bundled plugins' and the template's initial memory
+/// (`--initial-memory` in their `.cargo/config.toml`) is the same size.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 /// The same for tables (a plugin's tables are a few KiB).
 const TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
