@@ -9,5 +9,5 @@ pub mod standalone;
 pub mod supervisor;
 
 pub use invocation::{Invocation, Work, WATCH_PREFIX_PARAM, WATCH_REVISION_PARAM};
-pub use job::WatchMode;
+pub use job::{WatchMode, BATCH_EVENTS};
 pub use supervisor::{ClusterView, RunRecord, SchedulerSettings, Supervisor};
