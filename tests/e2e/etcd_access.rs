@@ -92,3 +92,83 @@ async fn a_compacted_read_carries_the_compact_revision() {
     let (_, _, compact_revision, _) = c.hash_kv(&members[0].endpoint, 0).await.unwrap();
     assert_eq!(compact_revision, compacted_at as u64, "HashKV's compact revision");
 }
+
+/// A cluster's inspections start together and find the member list stale
+/// together: they share one MemberList (counted by etcd itself), and when
+/// the cluster does not answer they share one failure rather than each
+/// waiting out its own timeout in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspections_starting_together_share_one_member_list() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let etcd = EtcdCluster::start(Options::new(1)).await;
+    let url = etcd.members[0].client_url.clone();
+    let http = crate::harness::http_client();
+    let member_lists = async || -> f64 {
+        let text = crate::harness::get_text(&http, &format!("{url}/metrics"))
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_method=\"MemberList\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let together = async |c: &Arc<ClusterConnection>| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.recent_members(Duration::from_secs(60)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    };
+
+    let c = Arc::new(
+        ClusterConnection::new(
+            "t/c",
+            vec![url.clone()],
+            HashMap::new(),
+            Credentials::default(),
+            ConnectionSettings::default(),
+        )
+        .unwrap(),
+    );
+    let before = member_lists().await;
+    for answer in together(&c).await {
+        assert_eq!(answer.unwrap().len(), 1);
+    }
+    assert_eq!(member_lists().await - before, 1.0, "four callers, one MemberList");
+    together(&c).await;
+    assert_eq!(member_lists().await - before, 1.0, "a fresh list is not read again");
+
+    // An endpoint that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let timeout = Duration::from_millis(500);
+    let dead = Arc::new(
+        ClusterConnection::new(
+            "t/dead",
+            vec![format!("http://{}", silent.local_addr().unwrap())],
+            HashMap::new(),
+            Credentials::default(),
+            ConnectionSettings {
+                call_timeout: timeout,
+                ..ConnectionSettings::default()
+            },
+        )
+        .unwrap(),
+    );
+    let started = Instant::now();
+    let answers = together(&dead).await;
+    let first = answers[0].clone().unwrap_err();
+    assert!(first.to_string().contains("no answer within 500ms"), "{first}");
+    for answer in answers {
+        assert_eq!(answer.unwrap_err(), first, "one failure, shared");
+    }
+    // Asked in turn, the four would take four timeouts.
+    assert!(started.elapsed() < timeout * 3, "took {:?}", started.elapsed());
+}

@@ -77,6 +77,11 @@ pub struct ClusterConnection {
     members: Mutex<Vec<MemberInfo>>,
     /// When `members` was last read from etcd.
     members_read: Mutex<Option<std::time::Instant>>,
+    /// Held while a MemberList for `recent_members` is in flight, so that a
+    /// cluster's inspections, which start together, make one between them.
+    members_refresh: tokio::sync::Mutex<()>,
+    /// When the last MemberList attempt ended, and its error if it failed.
+    members_attempt: Mutex<Option<(Instant, Option<CallError>)>>,
     clients: Mutex<HashMap<String, MemberClient>>,
     /// When the cluster's next round is due, as its schedules last said:
     /// channels are not closed just before they are needed again.
@@ -119,6 +124,8 @@ impl ClusterConnection {
             settings,
             members: Mutex::new(Vec::new()),
             members_read: Mutex::new(None),
+            members_refresh: tokio::sync::Mutex::new(()),
+            members_attempt: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             next_round: Mutex::new(None),
             preferred: AtomicUsize::new(0),
@@ -141,9 +148,9 @@ impl ClusterConnection {
 
     /// Lists members through whichever endpoint answers first and remembers them.
     pub async fn refresh_members(&self) -> Result<Vec<MemberInfo>, CallError> {
-        let members = self
-            .on_any_endpoint(|mut c| async move { c.member_list().await })
-            .await?
+        let answer = self.on_any_endpoint(|mut c| async move { c.member_list().await }).await;
+        *self.members_attempt.lock().unwrap() = Some((Instant::now(), answer.as_ref().err().cloned()));
+        let members = answer?
             .members()
             .iter()
             .filter(|m| !m.client_urls().is_empty())
@@ -171,13 +178,30 @@ impl ClusterConnection {
 
     /// The members, read again only when the last read is older than
     /// `max_age`: a cluster's inspections share one MemberList per period
-    /// instead of each making its own (membership changes rarely).
+    /// instead of each making its own (membership changes rarely). Callers
+    /// that find the list stale together wait for one MemberList and take
+    /// its answer, error included: a cluster's rounds start together, and
+    /// each asking in turn would multiply the calls (four per round with
+    /// four inspections) or, on a dead cluster, the waiting.
     pub async fn recent_members(&self, max_age: Duration) -> Result<Vec<MemberInfo>, CallError> {
-        let fresh = self.members_read.lock().unwrap().is_some_and(|t| t.elapsed() < max_age);
-        if fresh {
+        let fresh = || self.members_read.lock().unwrap().is_some_and(|t| t.elapsed() < max_age);
+        if fresh() {
             return Ok(self.members());
         }
-        self.refresh_members().await
+        let asked = Instant::now();
+        let _turn = self.members_refresh.lock().await;
+        let answered_meanwhile = self
+            .members_attempt
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|(at, _)| *at >= asked);
+        match answered_meanwhile {
+            Some((_, Some(error))) => Err(error),
+            Some((_, None)) => Ok(self.members()),
+            None if fresh() => Ok(self.members()),
+            None => self.refresh_members().await,
+        }
     }
 
     fn member_info(&self, id: u64, name: &str, urls: &[String], is_learner: bool) -> MemberInfo {
