@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use etcd_inspector::cluster::{ClusterConfig, ClusterKey, FeatureSettings};
 use etcd_inspector::controllers::{SchedulerSettings, Supervisor, BATCH_EVENTS};
-use etcd_inspector::etcd::{ClusterConnection, ConnectionSettings, Credentials, MemberInfo, WatchEvent};
+use etcd_inspector::etcd::{CallError, ClusterConnection, ConnectionSettings, Credentials, MemberInfo, WatchEvent};
 use etcd_inspector::metrics::{CommitMode, Metrics, SampleValue};
 use etcd_inspector::runtime::{watch_plugin_dir, CallLimits, LoadedPlugin, PluginRegistry, Runtime, Snapshot};
 
@@ -251,7 +251,31 @@ async fn native_round(kind: &str, conn: &ClusterConnection, members: &[MemberInf
             let r = revisions.into_iter().min().unwrap_or(0);
             for m in members {
                 let _ = conn.count(Some(&m.endpoint), (&[0], &[]), r, true).await;
-                let _ = conn.hash_kv(&m.endpoint, r).await;
+            }
+            // The plugin's `etcd::compact_revision`: a count at revision 1
+            // of an empty range, then HashKV at the compact revision when
+            // every member answers there, else at R.
+            let probe: (&[u8], &[u8]) = (
+                b"\0etcd-inspector/compaction-probe/",
+                b"\0etcd-inspector/compaction-probe0",
+            );
+            let first = members.first().map(|m| m.endpoint.as_str());
+            let compact = match conn.count(first, probe, 1, true).await {
+                Err(CallError::Compacted(c)) if c > 0 => Some(c),
+                _ => None,
+            };
+            let mut hashed = false;
+            if let Some(c) = compact {
+                let mut all = true;
+                for m in members {
+                    all &= conn.hash_kv(&m.endpoint, c).await.is_ok();
+                }
+                hashed = all;
+            }
+            if !hashed {
+                for m in members {
+                    let _ = std::hint::black_box(conn.hash_kv(&m.endpoint, r).await);
+                }
             }
             for m in members {
                 let _ = std::hint::black_box(conn.status(&m.endpoint).await);
