@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use crate::harness::etcd::{EtcdCluster, Options, Version};
+use crate::harness::etcd::{member_metrics, EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::proxy::Proxy;
-use crate::harness::{http_client, plugin_file, wait_until};
+use crate::harness::{plugin_file, wait_until};
 
 const KEYS: &str = "inspection_etcd_key_total";
 const REQUESTS: &str = "inspection_etcd_request_total";
@@ -225,15 +225,8 @@ on_every_etcd!(a_compaction_while_disconnected_is_recounted_exactly);
 
 /// Watchers etcd serves now, from the member's own /metrics.
 async fn etcd_watchers(member_url: &str) -> f64 {
-    let text = http_client()
-        .get(format!("{member_url}/metrics"))
-        .send()
+    member_metrics(member_url)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    crate::harness::metrics::Scrape::parse(&text)
         .get("etcd_debugging_mvcc_watcher_total", &[])
         .unwrap_or(0.0)
 }

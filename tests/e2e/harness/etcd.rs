@@ -11,7 +11,15 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::certs::Pki;
-use super::{free_port, pinned_version, tool, wait_until};
+use super::metrics::Scrape;
+use super::{free_port, get_text, http_client, pinned_version, tool, wait_until};
+
+/// A member's own metrics, which etcd serves on its client URL: what the
+/// server saw of the host (its calls, its watches), counted by etcd itself.
+pub async fn member_metrics(client_url: &str) -> Scrape {
+    let text = get_text(&http_client(), &format!("{client_url}/metrics")).await;
+    Scrape::parse(&text.expect("etcd's /metrics"))
+}
 
 /// The etcd release lines the suite runs against. 3.6 (what Kubernetes
 /// 1.34–1.36 ship) is the default; every version runs the compatibility
