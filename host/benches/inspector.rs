@@ -255,10 +255,10 @@ async fn native_round(kind: &str, conn: &ClusterConnection, members: &[MemberInf
             // The plugin's `etcd::compact_revision`: a count at revision 1
             // of an empty range, then HashKV at the compact revision when
             // every member answers there, else at R.
-            let probe: (&[u8], &[u8]) = (
-                b"\0etcd-inspector/compaction-probe/",
-                b"\0etcd-inspector/compaction-probe0",
-            );
+            // The prefix `etcd::compact_revision` probes (sdk/src/lib.rs).
+            let probe_start = b"\0etcd-inspector/compaction-probe/";
+            let probe_end = etcd_inspector_sdk::prefix_end(probe_start);
+            let probe: (&[u8], &[u8]) = (probe_start, &probe_end);
             let first = members.first().map(|m| m.endpoint.as_str());
             let compact = match conn.count(first, probe, 1, true).await {
                 Err(CallError::Compacted(c)) if c > 0 => Some(c),
