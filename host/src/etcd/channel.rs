@@ -4,20 +4,30 @@
 //!
 //! Written here rather than taken from tonic's `Channel`, which puts a
 //! request queue and a worker task (tower's `Buffer`) and a reconnecting
-//! service in front of the same hyper connection: ~12 KiB per channel and
-//! one more task hop per call, for concurrency and load balancing that a
-//! channel to exactly one member does not need. Thousands of clusters keep
-//! thousands of these open (bench/HISTORY.md).
+//! service in front of the connection: ~12 KiB per channel and one more
+//! task hop per call, for concurrency and load balancing that a channel to
+//! exactly one member does not need. Thousands of clusters keep thousands
+//! of these open (bench/HISTORY.md).
+//!
+//! On h2 itself rather than hyper's client connection: hyper waits for
+//! flow-control capacity before it sends a body, and a stream whose
+//! HEADERS are not yet out has none, so every unary call left in two
+//! writes (HEADERS, then DATA from a task spawned for the body) and spawned
+//! one more task to hand the response over. Here a request's ready message
+//! is queued with its HEADERS, both leave in the connection's next write,
+//! and the caller awaits the response itself (bench J: writes per cluster
+//! round in bench/HISTORY.md).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body::{Body as _, Frame};
 use tonic::body::Body;
 
 /// HTTP/2 pings on open member channels, so a dead member under a watch is
@@ -25,6 +35,12 @@ use tonic::body::Body;
 /// kube-apiserver pings its etcd: every open channel pings, and at 10 s the
 /// watch channels of 3000 clusters sent 300 pings a second.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Receive windows, as hyper's client sets them: a large range answer or a
+/// burst of watch events arrives without waiting for WINDOW_UPDATEs.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// A member's gRPC channel for etcd-client, connected on first use.
 pub(super) fn grpc_channel(
@@ -55,7 +71,16 @@ struct Inner {
     timeout: Duration,
     /// The live connection; a tokio mutex so that calls arriving together
     /// wait for one dial instead of each making its own.
-    sender: tokio::sync::Mutex<Option<SendRequest<Body>>>,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+}
+
+/// A handle on one open HTTP/2 connection.
+#[derive(Clone, Debug)]
+struct Connection {
+    requests: h2::client::SendRequest<Bytes>,
+    /// Set when the connection's task ends (closed by the member, a failed
+    /// keep-alive, an I/O error): the next call dials again.
+    closed: Arc<AtomicBool>,
 }
 
 type BoxError = tower::BoxError;
@@ -83,7 +108,7 @@ impl MemberChannel {
                 host,
                 tls: https.then(|| tokio_rustls::TlsConnector::from(tls.clone())),
                 timeout,
-                sender: tokio::sync::Mutex::new(None),
+                connection: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -92,14 +117,14 @@ impl MemberChannel {
 impl Inner {
     /// The open connection, or a new one when there is none or it closed
     /// (the member went away, or missed its keep-alive pings).
-    async fn sender(&self) -> Result<SendRequest<Body>, tonic::Status> {
-        let mut slot = self.sender.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+    async fn connection(&self) -> Result<Connection, tonic::Status> {
+        let mut slot = self.connection.lock().await;
+        if let Some(open) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
+            return Ok(open.clone());
         }
         *slot = None;
-        let sender = match tokio::time::timeout(self.timeout, self.dial()).await {
-            Ok(Ok(sender)) => sender,
+        let open = match tokio::time::timeout(self.timeout, self.dial()).await {
+            Ok(Ok(open)) => open,
             Ok(Err(e)) => {
                 let mut status =
                     tonic::Status::unavailable(format!("error trying to connect: {}", super::error_chain(&*e)));
@@ -115,11 +140,11 @@ impl Inner {
                 )))
             }
         };
-        *slot = Some(sender.clone());
-        Ok(sender)
+        *slot = Some(open.clone());
+        Ok(open)
     }
 
-    async fn dial(&self) -> Result<SendRequest<Body>, BoxError> {
+    async fn dial(&self) -> Result<Connection, BoxError> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
         // With Nagle's algorithm on, a small request waited for the
         // server's delayed ACK, 40 ms a call (bench I).
@@ -134,15 +159,28 @@ impl Inner {
         }
     }
 
-    async fn call(&self, mut request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
-        let mut sender = self.sender().await?;
+    async fn call(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+        let connection = self.connection().await?;
+        let (mut head, body) = request.into_parts();
         // tonic's clients send a path: the member is the origin.
-        let mut parts = request.uri().clone().into_parts();
+        let mut parts = head.uri.clone().into_parts();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        *request.uri_mut() = http::Uri::from_parts(parts)?;
-        match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
-            Ok(response) => Ok(response?.map(Body::new)),
+        head.uri = http::Uri::from_parts(parts)?;
+        let exchange = async move {
+            let mut requests = connection.requests.ready().await.map_err(status_of)?;
+            let end = body.is_end_stream();
+            let (response, stream) = requests
+                .send_request(http::Request::from_parts(head, ()), end)
+                .map_err(status_of)?;
+            if !end {
+                send_body(body, stream).await;
+            }
+            let response = response.await.map_err(status_of)?;
+            Ok::<_, tonic::Status>(response.map(|recv| Body::new(ResponseBody { recv, data_done: false })))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(response) => Ok(response?),
             Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
                 "no answer within {:?}",
                 self.timeout
@@ -152,24 +190,158 @@ impl Inner {
 }
 
 /// HTTP/2 over an established stream; the connection is driven by its own
-/// task, which ends when the member closes it or every handle is dropped.
-async fn handshake<S>(stream: S, timeout: Duration) -> Result<SendRequest<Body>, BoxError>
+/// task, which ends when the member closes it, a keep-alive ping goes
+/// unanswered, or every handle and stream is dropped.
+async fn handshake<S>(stream: S, timeout: Duration) -> Result<Connection, BoxError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(KEEP_ALIVE)
-        .keep_alive_while_idle(true)
-        .keep_alive_timeout(timeout)
-        .handshake(TokioIo::new(stream))
+    let (requests, mut connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        // A member's response headers are small; this bounds what a broken one makes us hold.
+        .max_header_list_size(MAX_HEADER_LIST)
+        .handshake::<_, Bytes>(stream)
         .await?;
+    let pings = connection.ping_pong();
+    let closed = Arc::new(AtomicBool::new(false));
+    let ended = closed.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "member connection closed");
+        let outcome = match pings {
+            Some(pings) => tokio::select! {
+                done = &mut connection => done.map_err(|e| e.to_string()),
+                dead = keep_alive(pings, timeout) => Err(dead),
+            },
+            None => connection.await.map_err(|e| e.to_string()),
+        };
+        // Dropping the connection fails the calls still on it.
+        ended.store(true, Ordering::Release);
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "member connection closed");
         }
     });
-    Ok(sender)
+    Ok(Connection { requests, closed })
+}
+
+/// Pings every [`KEEP_ALIVE`], idle or not; returns why the member is
+/// taken for dead.
+async fn keep_alive(mut pings: h2::PingPong, timeout: Duration) -> String {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+            Err(_) => return format!("no keep-alive answer within {timeout:?}"),
+        }
+    }
+}
+
+/// Queues the request's body. A unary request's one message is ready at
+/// once and goes out with its HEADERS; a streaming body (a watch's
+/// requests) is sent by a task of its own as its messages come.
+///
+/// h2 buffers data beyond the peer's flow-control window rather than
+/// refusing it; etcd's requests are small, so nothing waits for capacity.
+async fn send_body(body: Body, stream: h2::SendStream<Bytes>) {
+    let mut pipe = Box::pin(pipe_body(body, stream));
+    if futures::poll!(pipe.as_mut()).is_pending() {
+        tokio::spawn(pipe);
+    }
+}
+
+async fn pipe_body(mut body: Body, mut stream: h2::SendStream<Bytes>) {
+    enum Next {
+        Frame(Option<Result<Frame<Bytes>, tonic::Status>>),
+        Reset,
+    }
+    loop {
+        let next = tokio::select! {
+            frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => Next::Frame(frame),
+            // The member reset the stream or the connection ended: nobody
+            // reads the rest.
+            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => Next::Reset,
+        };
+        match next {
+            Next::Reset => return,
+            Next::Frame(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Next::Frame(Some(Err(_))) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Next::Frame(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    if stream.send_data(data, end).is_err() || end {
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = stream.send_trailers(trailers);
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A response body for tonic: DATA frames, then the trailers that carry
+/// the gRPC status. Received bytes are released to the flow-control window
+/// as they are handed over.
+struct ResponseBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(status_of(e)))),
+                None => self.data_done = true,
+            }
+        }
+        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(status_of(e))),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// An HTTP/2 failure as a gRPC status, by the gRPC spec's table
+/// (PROTOCOL-HTTP2.md, "Errors"): a lost connection is Unavailable, so the
+/// caller may try another member.
+fn status_of(error: h2::Error) -> tonic::Status {
+    use h2::Reason;
+    let message = format!("HTTP/2: {error}");
+    let mut status = match error.reason() {
+        _ if error.is_io() || error.is_go_away() => tonic::Status::unavailable(message),
+        Some(Reason::REFUSED_STREAM) => tonic::Status::unavailable(message),
+        Some(Reason::CANCEL) => tonic::Status::cancelled(message),
+        Some(Reason::ENHANCE_YOUR_CALM) => tonic::Status::resource_exhausted(message),
+        Some(Reason::INADEQUATE_SECURITY) => tonic::Status::permission_denied(message),
+        Some(_) => tonic::Status::internal(message),
+        None => tonic::Status::unavailable(message),
+    };
+    status.set_source(Arc::new(error));
+    status
 }
 
 impl tower::Service<http::Request<Body>> for MemberChannel {
@@ -214,13 +386,13 @@ mod tests {
             }
         });
         let channel = MemberChannel::new(&format!("http://{address}"), &tls(), Duration::from_secs(2)).unwrap();
-        let senders = futures::future::join_all((0..10).map(|_| channel.inner.sender())).await;
+        let senders = futures::future::join_all((0..10).map(|_| channel.inner.connection())).await;
         assert!(
             senders.iter().all(Result::is_ok),
             "{:?}",
             senders.iter().find(|s| s.is_err())
         );
-        channel.inner.sender().await.unwrap();
+        channel.inner.connection().await.unwrap();
         // Connections are accepted in the order they were made: once a
         // marker connection made last is accepted, every dial has been.
         let marker = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -236,6 +408,25 @@ mod tests {
         assert_eq!(peers.lock().unwrap().len() - 1, 1, "dials made");
     }
 
+    /// Stream resets become the statuses the gRPC spec gives their reasons
+    /// (a lost connection, Unavailable, has no public constructor in h2:
+    /// the e2e tests stop members under calls).
+    #[test]
+    fn http2_failures_map_to_grpc_statuses() {
+        use h2::Reason;
+        let code = |e: h2::Error| status_of(e).code();
+        assert_eq!(code(Reason::REFUSED_STREAM.into()), tonic::Code::Unavailable);
+        assert_eq!(code(Reason::CANCEL.into()), tonic::Code::Cancelled);
+        assert_eq!(code(Reason::ENHANCE_YOUR_CALM.into()), tonic::Code::ResourceExhausted);
+        assert_eq!(code(Reason::PROTOCOL_ERROR.into()), tonic::Code::Internal);
+        let status = status_of(Reason::CANCEL.into());
+        assert!(status.message().starts_with("HTTP/2: "), "{status:?}");
+        assert!(
+            std::error::Error::source(&status).is_some(),
+            "the h2 error stays the source"
+        );
+    }
+
     /// A member that refuses connections is Unavailable, with the cause.
     #[tokio::test]
     async fn a_refused_dial_is_unavailable_with_its_cause() {
@@ -245,7 +436,7 @@ mod tests {
             .unwrap()
             .port();
         let channel = MemberChannel::new(&format!("http://127.0.0.1:{port}"), &tls(), Duration::from_secs(2)).unwrap();
-        let status = channel.inner.sender().await.unwrap_err();
+        let status = channel.inner.connection().await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(status.message().starts_with("error trying to connect: "), "{status:?}");
         assert!(std::error::Error::source(&status).is_some());

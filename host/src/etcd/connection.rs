@@ -673,8 +673,8 @@ impl ClusterConnection {
 
     /// Closes the member channels unused for `idle`, except those an open
     /// watch uses; returns how many. Each open HTTP/2 channel holds ~38 KiB
-    /// whatever its traffic (h2's 16 KiB write buffer, its read buffer,
-    /// hyper's dispatch; bench/HISTORY.md), and a cluster's
+    /// whatever its traffic (h2's 16 KiB write buffer, its read buffer;
+    /// bench/HISTORY.md), and a cluster's
     /// inspections use its members in one burst per interval: between
     /// bursts nothing needs them. A call in flight keeps its own handle, so
     /// closing only means the next call dials again (a TCP connect, and a
