@@ -92,6 +92,111 @@ async fn tls_clusters_are_verified_against_their_ca(version: Version) {
 }
 on_every_etcd!(tls_clusters_are_verified_against_their_ca);
 
+/// On TLS members the health probes ride the member channels (etcd hands
+/// HTTP/2 requests without a gRPC content type to its HTTP handlers), and
+/// a channel dialled again after an idle close resumes its TLS session,
+/// though the three members share one host name. With `healthy` alone,
+/// one full handshake per member means every probe used a channel: over
+/// HTTP/1 only MemberList's member would have one.
+async fn tls_probes_ride_the_member_channels_and_sessions_resume(version: Version) {
+    let pki = Pki::new("resume-ca");
+    let etcd = EtcdCluster::start(Options::new(3).version(version).tls(&pki)).await;
+    let certs = etcd.dir().join("certs");
+    pki.write_cert_dir(&certs, &pki.ca.cert);
+    let manifests = [
+        (
+            "c.yaml",
+            cluster_manifest(
+                "secure",
+                &[
+                    ("importedAddr", &etcd.endpoints()),
+                    ("certName", certs.to_str().unwrap()),
+                ],
+            ),
+        ),
+        ("i.yaml", inspection_manifest("secure", "healthy", 3)),
+    ];
+    let host = Host::start(
+        &[plugin_file("bundled", "healthy")],
+        &manifests,
+        &[OUTSIDE, "--etcd-idle-timeout", "1"],
+    )
+    .await;
+    let handshakes = |scrape: &crate::harness::metrics::Scrape, kind: &str| {
+        scrape
+            .get("etcd_inspector_tls_handshakes_total", &[("kind", kind)])
+            .unwrap_or(0.0)
+    };
+    let healthy = |scrape: &crate::harness::metrics::Scrape| {
+        scrape
+            .all(HEALTHY, &[("clusterName", "secure")])
+            .iter()
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    let scrape = wait_until(
+        "3 members healthy and every channel dialled again at least once",
+        Duration::from_secs(60),
+        async || {
+            let scrape = host.scrape().await;
+            let (full, resumed) = (handshakes(&scrape, "full"), handshakes(&scrape, "resumed"));
+            if healthy(&scrape) == [1.0; 3] && resumed >= 3.0 {
+                Ok(scrape)
+            } else {
+                Err(format!(
+                    "healthy {:?}, handshakes full {full} resumed {resumed}",
+                    healthy(&scrape)
+                ))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        handshakes(&scrape, "full"),
+        3.0,
+        "one full handshake per member, then resumed ones:\n{}",
+        host.log()
+    );
+    assert_eq!(scrape.get("inspection_failed_num", &[]), None, "{}", host.log());
+
+    // An alarm makes every member unhealthy; where /readyz exists (3.5+)
+    // it is read over the channel too and names the failing check.
+    let id = etcd.status()[0].0;
+    let mut options = etcd_client::AlarmOptions::new();
+    options.with_member(id);
+    etcd.client()
+        .await
+        .alarm(
+            etcd_client::AlarmAction::Activate,
+            etcd_client::AlarmType::Corrupt,
+            Some(options),
+        )
+        .await
+        .unwrap();
+    wait_until("every member unhealthy", Duration::from_secs(30), async || {
+        let now = healthy(&host.scrape().await);
+        if now == [0.0; 3] {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+    let reason = wait_until("the reason in the log", Duration::from_secs(30), async || {
+        let log = host.log();
+        log.lines()
+            .find_map(|l| l.split_once("is unhealthy: ").map(|(_, r)| r.to_string()))
+            .ok_or(log)
+    })
+    .await;
+    if version >= Version::V3_5 {
+        assert!(reason.starts_with("data_corruption"), "{reason}");
+    } else {
+        assert!(reason.contains("CORRUPT") || reason.contains("false"), "{reason}");
+    }
+}
+on_every_etcd!(tls_probes_ride_the_member_channels_and_sessions_resume);
+
 async fn username_and_password_are_used_and_a_wrong_password_is_reported(version: Version) {
     let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
     let ep = etcd.members[0].client_url.clone();

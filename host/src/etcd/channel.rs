@@ -1,6 +1,7 @@
 //! Member channels: one HTTP/2 connection per member, dialled on first use
-//! and again after it closes, TLS by rustls with the cluster's shared
-//! configuration.
+//! and again after it closes, TLS by rustls with the cluster's
+//! configuration (and the member's own session store, for resumption).
+//! They carry gRPC and, on TLS members, the HTTP probes (`get`).
 //!
 //! Written here rather than taken from tonic's `Channel`, which puts a
 //! request queue and a worker task (tower's `Buffer`) and a reconnecting
@@ -20,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -42,22 +43,38 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
-/// A member's gRPC channel for etcd-client, connected on first use.
-pub(super) fn grpc_channel(
-    endpoint: &str,
-    tls: &Arc<rustls::ClientConfig>,
-    timeout: Duration,
-) -> Result<etcd_client::Channel, etcd_client::Error> {
-    let channel = MemberChannel::new(endpoint, tls, timeout)?;
-    Ok(etcd_client::Channel::Custom(tower::util::BoxCloneSyncService::new(
-        channel,
-    )))
+/// Most a plain HTTP answer over a member channel may hold: etcd's
+/// `/health` and `/readyz?verbose` answers are well under a KiB.
+const MAX_PLAIN_ANSWER: usize = 64 * 1024;
+
+/// TLS handshakes of this process's member channels: full ones (the
+/// certificate signatures, ~0.6 ms of CPU each with RSA 2048 keys) and
+/// resumed ones. Read by the metrics.
+static FULL_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+static RESUMED_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+
+/// (full, resumed) TLS handshakes made by member channels so far.
+pub fn tls_handshakes() -> (u64, u64) {
+    (
+        FULL_HANDSHAKES.load(Ordering::Relaxed),
+        RESUMED_HANDSHAKES.load(Ordering::Relaxed),
+    )
 }
 
 /// One member's connection, shared by the clones of its client.
 #[derive(Clone)]
-struct MemberChannel {
+pub(super) struct MemberChannel {
     inner: Arc<Inner>,
+}
+
+/// A plain (non-gRPC) HTTP answer read over a member channel.
+#[derive(Debug)]
+pub(super) struct PlainAnswer {
+    pub status: http::StatusCode,
+    /// What the member's gRPC server answers where it has no HTTP handlers
+    /// on this listener: the probe must go over HTTP/1 instead.
+    pub grpc: bool,
+    pub body: Bytes,
 }
 
 struct Inner {
@@ -86,7 +103,11 @@ struct Connection {
 type BoxError = tower::BoxError;
 
 impl MemberChannel {
-    fn new(endpoint: &str, tls: &Arc<rustls::ClientConfig>, timeout: Duration) -> Result<Self, etcd_client::Error> {
+    pub(super) fn new(
+        endpoint: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, etcd_client::Error> {
         let uri: http::Uri = endpoint.parse().map_err(etcd_client::Error::InvalidUri)?;
         let invalid = |what: &str| etcd_client::Error::InvalidArgs(format!("endpoint {endpoint:?}: {what}"));
         let https = match uri.scheme_str() {
@@ -111,6 +132,62 @@ impl MemberChannel {
                 connection: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The channel as etcd-client's transport.
+    pub(super) fn grpc(&self) -> etcd_client::Channel {
+        etcd_client::Channel::Custom(tower::util::BoxCloneSyncService::new(self.clone()))
+    }
+
+    /// `GET path` as a plain HTTP/2 request on the member's connection.
+    /// On a TLS listener etcd hands HTTP/2 requests without a gRPC content
+    /// type to its HTTP handlers (`/health`, `/readyz`; embed/serve.go's
+    /// `grpcHandlerFunc`), so a probe costs no connection of its own. On a
+    /// plain-text listener cmux gives all HTTP/2 to gRPC: not for those.
+    pub(super) async fn get(&self, path: &str) -> Result<PlainAnswer, tonic::Status> {
+        let inner = &self.inner;
+        let connection = inner.connection().await?;
+        let uri = http::Uri::builder()
+            .scheme(inner.scheme.clone())
+            .authority(inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| tonic::Status::invalid_argument(format!("{path}: {e}")))?;
+        let request = http::Request::get(uri)
+            .body(())
+            .map_err(|e| tonic::Status::invalid_argument(format!("{path}: {e}")))?;
+        let exchange = async move {
+            let mut requests = connection.requests.ready().await.map_err(status_of)?;
+            let (response, _) = requests.send_request(request, true).map_err(status_of)?;
+            let (head, mut recv) = response.await.map_err(status_of)?.into_parts();
+            let grpc = head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+            let mut body = bytes::BytesMut::new();
+            while let Some(data) = recv.data().await {
+                let data = data.map_err(status_of)?;
+                let _ = recv.flow_control().release_capacity(data.len());
+                if body.len() + data.len() > MAX_PLAIN_ANSWER {
+                    return Err(tonic::Status::resource_exhausted(format!(
+                        "{path}: answer larger than {MAX_PLAIN_ANSWER} bytes"
+                    )));
+                }
+                body.extend_from_slice(&data);
+            }
+            Ok(PlainAnswer {
+                status: head.status,
+                grpc,
+                body: body.freeze(),
+            })
+        };
+        match tokio::time::timeout(inner.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {:?}",
+                inner.timeout
+            ))),
+        }
     }
 }
 
@@ -153,6 +230,9 @@ impl Inner {
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())?;
                 let stream = connector.connect(name, tcp).await?;
+                let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let count = if resumed { &RESUMED_HANDSHAKES } else { &FULL_HANDSHAKES };
+                count.fetch_add(1, Ordering::Relaxed);
                 handshake(stream, self.timeout).await
             }
             None => handshake(tcp, self.timeout).await,

@@ -1,5 +1,6 @@
 //! One cluster's connections: a gRPC client per member endpoint (created on
-//! first use, closed when idle) and an HTTP client for `/health`.
+//! first use, closed when idle) and an HTTP/1 client for `/health` where
+//! the member channel cannot carry it (plain-text members).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::certificates::{self, CertificateInfo, ServerCertificates};
-use super::channel::grpc_channel;
+use super::channel::{MemberChannel, PlainAnswer};
 use super::types::is_tls_failure;
 use super::{
     error_chain, tls, CallError, Credentials, MemberHealth, MemberInfo, MemberStatus, TlsError, Watch, WatchUpdate,
@@ -49,7 +50,7 @@ impl Default for ConnectionSettings {
 /// may be closed.
 #[derive(Default)]
 struct MemberClient {
-    cell: Arc<OnceCell<Client>>,
+    cell: Arc<OnceCell<Member>>,
     last_used: Option<Instant>,
     /// Held by each open watch on this member: its channel is not idle.
     watches: Arc<()>,
@@ -62,6 +63,13 @@ impl MemberClient {
     }
 }
 
+/// A member's gRPC client and the channel under it.
+#[derive(Clone)]
+struct Member {
+    client: Client,
+    channel: MemberChannel,
+}
+
 /// Connections to one etcd cluster.
 pub struct ClusterConnection {
     cluster: String,
@@ -71,8 +79,10 @@ pub struct ClusterConnection {
     rewrites: HashMap<String, String>,
     creds: Credentials,
     http: reqwest::Client,
-    /// TLS for the gRPC channels (ALPN h2), shared by the members.
+    /// TLS for the gRPC channels (ALPN h2); see [`Self::member_tls`].
     grpc_tls: Arc<rustls::ClientConfig>,
+    /// Per https member: `grpc_tls` with a session store of its own.
+    member_tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
     settings: ConnectionSettings,
     members: Mutex<Vec<MemberInfo>>,
     /// When `members` was last read from etcd.
@@ -121,6 +131,7 @@ impl ClusterConnection {
             creds,
             http,
             grpc_tls: Arc::new(grpc_tls),
+            member_tls: Mutex::new(HashMap::new()),
             settings,
             members: Mutex::new(Vec::new()),
             members_read: Mutex::new(None),
@@ -502,22 +513,7 @@ impl ClusterConnection {
 
     /// GET `<endpoint>/health`, as etcd's own health endpoint answers it.
     pub async fn health(&self, endpoint: &str) -> Result<MemberHealth, CallError> {
-        self.check_endpoint(endpoint)?;
-        let url = format!("{}/health", endpoint.trim_end_matches('/'));
-        let response = self.http.get(&url).send().await.map_err(|e| {
-            if is_tls_failure(&e) {
-                CallError::Tls(format!("{url}: {}", error_chain(&e)))
-            } else if e.is_timeout() {
-                CallError::Timeout(format!("{url}: no answer within {:?}", self.settings.call_timeout))
-            } else {
-                CallError::Unavailable(format!("{url}: {}", error_chain(&e)))
-            }
-        })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| CallError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+        let (status, body) = self.http_get(endpoint, "/health").await?;
         #[derive(serde::Deserialize)]
         struct Answer {
             health: String,
@@ -545,14 +541,57 @@ impl ClusterConnection {
     /// (`data_corruption`, `linearizable_read`, …); `None` where the member
     /// has no /readyz or reports no failing check.
     async fn failing_readyz_checks(&self, endpoint: &str) -> Option<String> {
-        let url = format!("{}/readyz?verbose", endpoint.trim_end_matches('/'));
-        let response = self.http.get(&url).send().await.ok()?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+        let (status, body) = self.http_get(endpoint, "/readyz?verbose").await.ok()?;
+        if status == http::StatusCode::NOT_FOUND {
             return None;
         }
-        let body = response.text().await.ok()?;
         let failing: Vec<&str> = readyz_failures(&body).collect();
         (!failing.is_empty()).then(|| failing.join(","))
+    }
+
+    /// `GET <endpoint><path>`, answered by the member's HTTP handlers: on
+    /// its open HTTP/2 channel where the member has TLS (a probe then costs
+    /// no TLS handshake of its own: 3 of the 6 a round made at 1000
+    /// clusters, bench/HISTORY.md), over a fresh HTTP/1 connection on
+    /// plain text, where etcd serves HTTP/2 only to gRPC, or where the
+    /// member's TLS listener turns out to serve only gRPC.
+    async fn http_get(&self, endpoint: &str, path: &str) -> Result<(http::StatusCode, String), CallError> {
+        self.check_endpoint(endpoint)?;
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+        if endpoint.starts_with("https://") {
+            let member = self.member(endpoint).await?;
+            match member.channel.get(path).await {
+                Ok(PlainAnswer { grpc: true, .. }) => {}
+                Ok(PlainAnswer { status, body, .. }) => {
+                    return Ok((status, String::from_utf8_lossy(&body).into_owned()))
+                }
+                Err(status) => {
+                    return Err(match CallError::from(etcd_client::Error::GRpcStatus(status)) {
+                        CallError::Tls(m) => CallError::Tls(format!("{url}: {m}")),
+                        CallError::Timeout(m) => CallError::Timeout(format!("{url}: {m}")),
+                        CallError::Unavailable(m) | CallError::Other(m) => {
+                            CallError::Unavailable(format!("{url}: {m}"))
+                        }
+                        other => other,
+                    })
+                }
+            }
+        }
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            if is_tls_failure(&e) {
+                CallError::Tls(format!("{url}: {}", error_chain(&e)))
+            } else if e.is_timeout() {
+                CallError::Timeout(format!("{url}: no answer within {:?}", self.settings.call_timeout))
+            } else {
+                CallError::Unavailable(format!("{url}: {}", error_chain(&e)))
+            }
+        })?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+        Ok((status, body))
     }
 
     /// Endpoints a plugin may address: known members and the seeds. A
@@ -660,6 +699,11 @@ impl ClusterConnection {
     /// while the others wait for its client, rather than each making its own
     /// channel and Authenticate call (bcrypt on the server) to be dropped.
     async fn client_for(&self, endpoint: &str) -> Result<Client, CallError> {
+        Ok(self.member(endpoint).await?.client)
+    }
+
+    /// [`Self::client_for`], with the member's channel.
+    async fn member(&self, endpoint: &str) -> Result<Member, CallError> {
         self.check_endpoint(endpoint)?;
         let cell = {
             let mut clients = self.clients.lock().unwrap();
@@ -719,7 +763,29 @@ impl ClusterConnection {
             .count()
     }
 
-    async fn connect(&self, endpoint: &str) -> Result<Client, CallError> {
+    /// The TLS configuration of one member's channels: the cluster's, with
+    /// a session store of the member's own, kept across its channels so
+    /// that one dialled again after an idle close resumes its session (no
+    /// certificate signatures). rustls keys sessions by server name alone:
+    /// members sharing one (one host, several ports) were offered each
+    /// other's tickets, which they refuse, and every connect was a full
+    /// handshake (bench/HISTORY.md).
+    fn member_tls(&self, endpoint: &str) -> Arc<rustls::ClientConfig> {
+        if !endpoint.starts_with("https://") {
+            return self.grpc_tls.clone();
+        }
+        let mut configs = self.member_tls.lock().unwrap();
+        configs
+            .entry(endpoint.to_string())
+            .or_insert_with(|| {
+                let mut config = (*self.grpc_tls).clone();
+                config.resumption = rustls::client::Resumption::in_memory_sessions(1);
+                Arc::new(config)
+            })
+            .clone()
+    }
+
+    async fn connect(&self, endpoint: &str) -> Result<Member, CallError> {
         let timeout = self.settings.call_timeout;
         let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.creds.user {
@@ -730,8 +796,9 @@ impl ClusterConnection {
                 .with_auto_token_refresh(true);
         }
         let connect = async {
-            let channel = grpc_channel(endpoint, &self.grpc_tls, timeout)?;
-            Client::from_channel(channel, Some(options)).await
+            let channel = MemberChannel::new(endpoint, &self.member_tls(endpoint), timeout)?;
+            let client = Client::from_channel(channel.grpc(), Some(options)).await?;
+            Ok(Member { client, channel })
         };
         self.bounded(connect).await.map_err(|e| match e {
             CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),

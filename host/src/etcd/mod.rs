@@ -12,6 +12,7 @@ mod types;
 mod watch;
 
 pub use certificates::{CertificateInfo, ServerCertificates};
+pub use channel::tls_handshakes;
 pub use connection::{ClusterConnection, ConnectionSettings};
 pub use credentials::{Credentials, CredentialsError, CONFINEMENT_HINT};
 pub use fake::{FakeEtcd, FAKE_REVISION};

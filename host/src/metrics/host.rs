@@ -30,6 +30,16 @@ impl Metrics {
         self.member_channels.set(open as i64);
     }
 
+    /// Brings the TLS handshake counters up to the member channels' own
+    /// counts, which the etcd layer keeps without a handle on the metrics.
+    pub(super) fn sync_tls_handshakes(&self) {
+        let (full, resumed) = crate::etcd::tls_handshakes();
+        for (kind, count) in [("full", full), ("resumed", resumed)] {
+            let counter = self.tls_handshakes.with_label_values(&[kind]);
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
+    }
+
     /// How much memory idle instance slots keep resident (pooling only).
     pub fn instance_pool_resident(&self, bytes: usize) {
         self.pool_resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));

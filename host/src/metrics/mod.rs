@@ -113,6 +113,7 @@ pub struct Metrics {
     missed_runs: IntCounterVec,
     budget_refusals: IntCounterVec,
     member_channels: prometheus::IntGauge,
+    tls_handshakes: IntCounterVec,
     pool_resident: prometheus::IntGauge,
 }
 
@@ -194,6 +195,14 @@ impl Metrics {
             "gRPC channels to etcd members open now (idle ones are closed; --etcd-idle-timeout)",
         )
         .expect("valid metric");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "etcd_inspector_tls_handshakes_total",
+                "TLS handshakes of member channels: full (certificate signatures) or resumed",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let pool_resident = prometheus::IntGauge::new(
             "etcd_inspector_instance_pool_resident_bytes",
             "Plugin instance memory that idle pool slots keep resident between calls",
@@ -202,6 +211,7 @@ impl Metrics {
         for c in [
             Box::new(failed.clone()) as Box<dyn Collector>,
             Box::new(member_channels.clone()),
+            Box::new(tls_handshakes.clone()),
             Box::new(pool_resident.clone()),
             Box::new(budget_refusals.clone()),
             Box::new(schedule_lag.clone()),
@@ -228,6 +238,7 @@ impl Metrics {
             missed_runs,
             budget_refusals,
             member_channels,
+            tls_handshakes,
             pool_resident,
         }
     }
@@ -235,6 +246,7 @@ impl Metrics {
     /// The Prometheus text exposition of everything: the host's own
     /// metrics, then the plugins' families.
     pub fn render(&self) -> String {
+        self.sync_tls_handshakes();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

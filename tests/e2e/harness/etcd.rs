@@ -415,9 +415,19 @@ impl EtcdCluster {
     }
 
     /// A client of the etcd-client crate for calls etcdctl lacks (alarm ACTIVATE).
+    /// A client of every member (with the client certificate where the
+    /// cluster has TLS).
     pub async fn client(&self) -> etcd_client::Client {
         let endpoints: Vec<&str> = self.members.iter().map(|m| m.client_url.as_str()).collect();
-        etcd_client::Client::connect(endpoints, None).await.unwrap()
+        let options = self.tls.as_ref().map(|dir| {
+            let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+            etcd_client::ConnectOptions::new().with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
+                    .identity(etcd_client::Identity::from_pem(read("client.crt"), read("client.key"))),
+            )
+        });
+        etcd_client::Client::connect(endpoints, options).await.unwrap()
     }
 
     pub fn signal(&self, index: usize, signal: Signal) {
