@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
 use nix::sys::signal::Signal;
 
 use crate::harness::etcd::{EtcdCluster, Options, Version};
@@ -159,8 +160,6 @@ async fn a_cluster_that_stays_down_is_logged_once_not_every_round() {
 /// A member with a CORRUPT alarm is unhealthy, and where it serves
 /// /readyz (3.5+) the log names the failing check, not just "false".
 async fn a_corrupt_member_is_unhealthy_with_the_failing_check_named(version: Version) {
-    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
-
     let etcd = EtcdCluster::start(Options::new(1).version(version)).await;
     let url = etcd.members[0].client_url.clone();
     let manifests = [
@@ -180,6 +179,13 @@ async fn a_corrupt_member_is_unhealthy_with_the_failing_check_named(version: Ver
         .await
     };
     healthy(1.0).await;
+    raise_corrupt(&etcd).await;
+    healthy(0.0).await;
+    assert_the_failing_check_is_logged(&host, version).await;
+}
+
+/// Raises a CORRUPT alarm on the first member.
+pub(crate) async fn raise_corrupt(etcd: &EtcdCluster) {
     let id = etcd.status()[0].0;
     let mut options = AlarmOptions::new();
     options.with_member(id);
@@ -188,7 +194,11 @@ async fn a_corrupt_member_is_unhealthy_with_the_failing_check_named(version: Ver
         .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(options))
         .await
         .unwrap();
-    healthy(0.0).await;
+}
+
+/// The log says why a member is unhealthy: the failing /readyz check
+/// where the member serves /readyz (3.5+), /health's answer before.
+pub(crate) async fn assert_the_failing_check_is_logged(host: &Host, version: Version) {
     let reason = wait_until("the reason in the log", Duration::from_secs(30), async || {
         let log = host.log();
         log.lines()

@@ -161,18 +161,7 @@ async fn tls_probes_ride_the_member_channels_and_sessions_resume(version: Versio
 
     // An alarm makes every member unhealthy; where /readyz exists (3.5+)
     // it is read over the channel too and names the failing check.
-    let id = etcd.status()[0].0;
-    let mut options = etcd_client::AlarmOptions::new();
-    options.with_member(id);
-    etcd.client()
-        .await
-        .alarm(
-            etcd_client::AlarmAction::Activate,
-            etcd_client::AlarmType::Corrupt,
-            Some(options),
-        )
-        .await
-        .unwrap();
+    crate::healthy::raise_corrupt(&etcd).await;
     wait_until("every member unhealthy", Duration::from_secs(30), async || {
         let now = healthy(&host.scrape().await);
         if now == [0.0; 3] {
@@ -182,18 +171,7 @@ async fn tls_probes_ride_the_member_channels_and_sessions_resume(version: Versio
         }
     })
     .await;
-    let reason = wait_until("the reason in the log", Duration::from_secs(30), async || {
-        let log = host.log();
-        log.lines()
-            .find_map(|l| l.split_once("is unhealthy: ").map(|(_, r)| r.to_string()))
-            .ok_or(log)
-    })
-    .await;
-    if version >= Version::V3_5 {
-        assert!(reason.starts_with("data_corruption"), "{reason}");
-    } else {
-        assert!(reason.contains("CORRUPT") || reason.contains("false"), "{reason}");
-    }
+    crate::healthy::assert_the_failing_check_is_logged(&host, version).await;
 }
 on_every_etcd!(tls_probes_ride_the_member_channels_and_sessions_resume);
 

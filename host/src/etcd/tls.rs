@@ -51,6 +51,8 @@ pub fn rustls_config(creds: &Credentials) -> Result<rustls::ClientConfig, TlsErr
     };
     // One config per cluster: the default cache for 256 servers (about
     // 46 KiB, allocated up front) is far more than a cluster's members.
+    // This store serves the HTTP/1 probes; member channels each get one of
+    // their own (`ClusterConnection::member_tls`).
     config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMABLE_SERVERS);
     Ok(config)
 }
