@@ -565,16 +565,7 @@ impl ClusterConnection {
                 Ok(PlainAnswer { status, body, .. }) => {
                     return Ok((status, String::from_utf8_lossy(&body).into_owned()))
                 }
-                Err(status) => {
-                    return Err(match CallError::from(etcd_client::Error::GRpcStatus(status)) {
-                        CallError::Tls(m) => CallError::Tls(format!("{url}: {m}")),
-                        CallError::Timeout(m) => CallError::Timeout(format!("{url}: {m}")),
-                        CallError::Unavailable(m) | CallError::Other(m) => {
-                            CallError::Unavailable(format!("{url}: {m}"))
-                        }
-                        other => other,
-                    })
-                }
+                Err(status) => return Err(CallError::from(etcd_client::Error::GRpcStatus(status)).at(&url)),
             }
         }
         let response = self.http.get(&url).send().await.map_err(|e| {
@@ -800,12 +791,7 @@ impl ClusterConnection {
             let client = Client::from_channel(channel.grpc(), Some(options)).await?;
             Ok(Member { client, channel })
         };
-        self.bounded(connect).await.map_err(|e| match e {
-            CallError::Timeout(m) => CallError::Timeout(format!("{endpoint}: {m}")),
-            CallError::Tls(m) => CallError::Tls(format!("{endpoint}: {m}")),
-            CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{endpoint}: {m}")),
-            other => other,
-        })
+        self.bounded(connect).await.map_err(|e| e.at(endpoint))
     }
 }
 

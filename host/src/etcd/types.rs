@@ -86,6 +86,20 @@ pub enum CallError {
     Other(String),
 }
 
+impl CallError {
+    /// The error with where it happened (an endpoint, a URL) before its
+    /// message; a failure to reach that place is Unavailable, whatever
+    /// the transport called it.
+    pub(super) fn at(self, place: &str) -> CallError {
+        match self {
+            CallError::Timeout(m) => CallError::Timeout(format!("{place}: {m}")),
+            CallError::Tls(m) => CallError::Tls(format!("{place}: {m}")),
+            CallError::Unavailable(m) | CallError::Other(m) => CallError::Unavailable(format!("{place}: {m}")),
+            other => other,
+        }
+    }
+}
+
 impl From<etcd_client::Error> for CallError {
     /// Classified once, here: the rest of the host matches on variants.
     /// etcd reports some conditions only by its sentinel messages

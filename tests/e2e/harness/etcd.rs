@@ -414,9 +414,9 @@ impl EtcdCluster {
         self.etcdctl(&["--endpoints", &url, "alarm", "disarm"]).unwrap();
     }
 
-    /// A client of the etcd-client crate for calls etcdctl lacks (alarm ACTIVATE).
-    /// A client of every member (with the client certificate where the
-    /// cluster has TLS).
+    /// A client of the etcd-client crate for calls etcdctl lacks (alarm
+    /// ACTIVATE), to every member, with the client certificate where the
+    /// cluster has TLS.
     pub async fn client(&self) -> etcd_client::Client {
         let endpoints: Vec<&str> = self.members.iter().map(|m| m.client_url.as_str()).collect();
         let options = self.tls.as_ref().map(|dir| {
