@@ -127,6 +127,7 @@ fn snapshot(members: Vec<MemberInfo>) -> Snapshot {
         members,
         params: vec![],
         log_gate: None,
+        began: std::time::Instant::now(),
     }
 }
 

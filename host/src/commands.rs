@@ -47,7 +47,7 @@ pub async fn check(
                 ("events", Work::Events(vec![put(false), put(true)])),
             ]
         }
-        None => vec![("inspect", Work::Inspect)],
+        None => vec![("inspect", Work::Inspect { due: None })],
     };
     let metrics = Metrics::new("");
     metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;
@@ -128,7 +128,7 @@ pub async fn run(
             let revision = conn.current_revision().await?;
             Work::Census { prefix, revision }
         }
-        None => Work::Inspect,
+        None => Work::Inspect { due: None },
     };
     let metrics = Metrics::new("");
     metrics.register_plugin(&plugin.info.name, &plugin.info.metrics)?;

@@ -121,7 +121,11 @@ pub mod etcd {
         host::member_list()
     }
 
-    /// Maintenance Status of one member; cheap (no raft round trip).
+    /// Maintenance Status of one member; cheap (no raft round trip). The
+    /// host may hand over the answer to another plugin's ask of the same
+    /// member, made after this round was due and after this call's previous
+    /// etcd answer came: a reading as fresh as asking would give, so two
+    /// Status rounds of one call stay in order.
     ///
     /// ```no_run
     /// # use etcd_inspector_sdk::{etcd, ClusterSnapshot};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::etcd::{EtcdCluster, Options, Version};
+use crate::harness::etcd::{member_metrics, EtcdCluster, Options, Version};
 use crate::harness::host::{cluster_manifest, inspection_manifest, Host};
 use crate::harness::metrics::Scrape;
 use crate::harness::{plugin_file, wait_until};
@@ -90,48 +90,76 @@ async fn an_idle_cluster_reads_zero_everywhere_and_consistent() {
     }
 }
 
+/// A client writing as fast as it can (500 keys, rewritten in turn) until
+/// stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Writer {
+    async fn start(etcd: &EtcdCluster) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = etcd.client().await;
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    client
+                        .put(format!("/registry/events/default/e{}", n % 500), n.to_string(), None)
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        Writer { stop, task }
+    }
+
+    fn assert_writing(&self) {
+        assert!(!self.task.is_finished(), "the writer failed");
+    }
+
+    /// Stops it; how many writes it made.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// What the comparison of one round must read on a busy healthy cluster.
+fn assert_no_false_difference(scrape: &Scrape, revision: f64) {
+    assert_eq!(cluster(scrape, KEY_DIFF), Some(0.0), "key diff at revision {revision}");
+    assert_eq!(
+        cluster(scrape, REVISION_DIFF),
+        Some(0.0),
+        "revision diff at revision {revision}"
+    );
+    assert_eq!(cluster(scrape, CONSISTENT), Some(1.0), "HashKV at revision {revision}");
+}
+
 async fn a_busy_cluster_shows_no_false_key_or_revision_difference(version: Version) {
     let etcd = EtcdCluster::start(Options::new(3).version(version)).await;
     // Once on a slow VM a round under the writer lacked the key difference
     // (fewer than two Counts answered), most likely a Count past the one
     // second of `start`: this test gets the host's default, 3 s.
     let host = start_with_timeout(&etcd, "3").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut client = etcd.client().await;
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                client
-                    .put(format!("/registry/events/default/e{}", n % 500), n.to_string(), None)
-                    .await
-                    .unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let writer = Writer::start(&etcd).await;
     // Watch at least six inspection rounds while the writer runs.
     let mut rounds = BTreeSet::new();
     while rounds.len() < 6 {
         let scrape = host.scrape().await;
         if let Some(revision) = cluster(&scrape, REVISION) {
             if rounds.insert(revision as u64) {
-                assert_eq!(cluster(&scrape, KEY_DIFF), Some(0.0), "key diff at revision {revision}");
-                assert_eq!(
-                    cluster(&scrape, REVISION_DIFF),
-                    Some(0.0),
-                    "revision diff at revision {revision}"
-                );
-                assert_eq!(cluster(&scrape, CONSISTENT), Some(1.0), "HashKV at revision {revision}");
+                assert_no_false_difference(&scrape, revision);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!writer.is_finished(), "the writer failed");
+        writer.assert_writing();
     }
-    stop.store(true, Ordering::Relaxed);
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     let spread = rounds.last().unwrap() - rounds.first().unwrap();
     assert!(
         spread > 100,
@@ -139,6 +167,105 @@ async fn a_busy_cluster_shows_no_false_key_or_revision_difference(version: Versi
     );
 }
 on_every_etcd!(a_busy_cluster_shows_no_false_key_or_revision_difference);
+
+/// `alarm` and `consistency` ask every member for its Status at the start
+/// of each round (their rounds fall together). Where one asked after the
+/// other's previous etcd call returned, the other takes that answer rather
+/// than asking again: etcd, counting the Status calls it served, sees what
+/// the two plugins asked for less what the host says it shared; and the
+/// shared readings leave a busy cluster without false differences (the
+/// lag bound needs each second-round reading to follow every first-round
+/// one, which a shared answer also does).
+async fn alarm_and_consistency_share_status_answers_on_a_busy_cluster(version: Version) {
+    let etcd = EtcdCluster::start(Options::new(3).version(version)).await;
+    let manifests = [
+        (
+            "cluster.yaml",
+            cluster_manifest("prod", &[("importedAddr", &etcd.members[0].client_url)]),
+        ),
+        ("alarm.yaml", inspection_manifest("prod", "alarm", 1)),
+        ("consistency.yaml", inspection_manifest("prod", "consistency", 1)),
+    ];
+    let host = Host::start(
+        &[plugin_file("bundled", "alarm"), plugin_file("bundled", "consistency")],
+        &manifests,
+        &["--etcd-timeout", "3"],
+    )
+    .await;
+    let writer = Writer::start(&etcd).await;
+    let served = async || -> f64 {
+        let mut total = 0.0;
+        for member in &etcd.members {
+            let scrape = member_metrics(&member.client_url).await;
+            total += scrape
+                .all("grpc_server_handled_total", &[("grpc_method", "Status")])
+                .iter()
+                .map(|(_, calls)| calls)
+                .sum::<f64>();
+        }
+        total
+    };
+    // Status calls the plugins asked for, and how many the host shared.
+    let asked = |scrape: &Scrape| {
+        let rounds = |plugin: &str| -> f64 {
+            scrape
+                .all("etcd_inspector_plugin_invocations_total", &[("plugin", plugin)])
+                .iter()
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let shared = scrape
+            .get("etcd_inspector_etcd_answers_shared_total", &[])
+            .unwrap_or(0.0);
+        (
+            3.0 * rounds("alarm") + 6.0 * rounds("consistency"),
+            rounds("consistency"),
+            shared,
+        )
+    };
+    let first = wait_until("a first comparison", Duration::from_secs(60), async || {
+        let scrape = host.scrape().await;
+        cluster(&scrape, REVISION)
+            .map(|_| scrape)
+            .ok_or_else(|| "no round yet".to_string())
+    })
+    .await;
+    let (asked_before, rounds_before, shared_before) = asked(&first);
+    let served_before = served().await;
+    let mut seen = BTreeSet::new();
+    let last = loop {
+        let scrape = host.scrape().await;
+        if let Some(revision) = cluster(&scrape, REVISION) {
+            if seen.insert(revision as u64) {
+                assert_no_false_difference(&scrape, revision);
+            }
+        }
+        if asked(&scrape).1 - rounds_before >= 10.0 {
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.assert_writing();
+    };
+    let served = served().await - served_before;
+    let (asked_after, rounds_after, shared_after) = asked(&last);
+    writer.stop().await;
+    let (asked, rounds, shared) = (
+        asked_after - asked_before,
+        rounds_after - rounds_before,
+        shared_after - shared_before,
+    );
+    assert!(
+        shared >= 2.0 * rounds,
+        "most of alarm's 3 Status calls a round are shared: {shared} in {rounds} rounds\n{}",
+        host.log()
+    );
+    // A round of each plugin may be under way at either reading.
+    assert!(
+        (served - (asked - shared)).abs() <= 9.0,
+        "etcd served {served} Status calls; the plugins asked for {asked}, {shared} of them shared"
+    );
+}
+on_every_etcd!(alarm_and_consistency_share_status_answers_on_a_busy_cluster);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_member_makes_hashkv_not_comparable_not_consistent() {

@@ -534,6 +534,7 @@ async fn pooled_slots_keep_pages_resident_and_every_call_starts_fresh() {
             members: etcd.members(),
             params: vec![],
             log_gate: None,
+            began: std::time::Instant::now(),
         };
         let out = runtime
             .inspect(&noop, etcd.clone(), snapshot, None, runtime.limits())

@@ -25,8 +25,12 @@ pub type Params = Arc<Vec<(String, String)>>;
 
 /// What one call is for.
 pub enum Work {
-    /// A periodic inspection round.
-    Inspect,
+    /// A periodic inspection round, and when it was due (`None` for one
+    /// run on demand). Status answers other calls of the cluster asked for
+    /// after that moment may serve this round (`etcd::shared`): its
+    /// features' rounds fall due together, so the one to wake first need
+    /// not be the one to ask first.
+    Inspect { due: Option<Instant> },
     /// A watching plugin counts everything under `prefix` at `revision`.
     Census { prefix: String, revision: u64 },
     /// A batch of watch events for a watching plugin.
@@ -66,13 +70,18 @@ impl Invocation<'_> {
     /// Runs `work`, commits on success and records the outcome in the host's
     /// metrics; never fails: a failure is an outcome.
     pub async fn run(self, work: Work) -> Done {
+        let now = Instant::now();
+        let began = match work {
+            Work::Inspect { due: Some(due) } => due.min(now),
+            _ => now,
+        };
         let (members, members_error) = self.connection.members_or_fallback(MEMBERS_MAX_AGE).await;
-        let snapshot = self.snapshot(members, &work);
+        let snapshot = self.snapshot(began, members, &work);
         let name = self.plugin.info.name.as_str();
         let started = Instant::now();
         let connection = self.connection.clone();
         let (result, mode) = match work {
-            Work::Inspect | Work::Census { .. } => (
+            Work::Inspect { .. } | Work::Census { .. } => (
                 self.runtime
                     .inspect(self.plugin, connection, snapshot, self.state, &self.limits)
                     .await,
@@ -106,7 +115,7 @@ impl Invocation<'_> {
         }
     }
 
-    fn snapshot(&self, members: Vec<MemberInfo>, work: &Work) -> Snapshot {
+    fn snapshot(&self, began: Instant, members: Vec<MemberInfo>, work: &Work) -> Snapshot {
         let mut params = self.params.to_vec();
         if let Work::Census { prefix, revision } = work {
             params.push((WATCH_PREFIX_PARAM.into(), prefix.clone()));
@@ -118,6 +127,7 @@ impl Invocation<'_> {
             members,
             params,
             log_gate: self.log_gate.clone(),
+            began,
         }
     }
 }

@@ -186,14 +186,16 @@ impl Job {
                 },
                 None => {
                     let started = TokioInstant::now();
-                    if let Some(due) = next_due.take() {
+                    let due = next_due.take();
+                    if let Some(due) = due {
                         self.metrics.schedule_lag(
                             &self.feature,
                             started.saturating_duration_since(due),
                             self.interval(&plugin),
                         );
                     }
-                    self.invoke(&plugin, Work::Inspect).await;
+                    let due = due.map(TokioInstant::into_std);
+                    self.invoke(&plugin, Work::Inspect { due }).await;
                     let due = self.next_round(&plugin, started);
                     next_due = Some(due);
                     tokio::time::sleep_until(due).await;

@@ -13,6 +13,7 @@ use url::Url;
 
 use super::certificates::{self, CertificateInfo, ServerCertificates};
 use super::channel::{MemberChannel, PlainAnswer};
+use super::shared::SharedAnswer;
 use super::types::is_tls_failure;
 use super::{
     error_chain, tls, CallError, Credentials, MemberHealth, MemberInfo, MemberStatus, TlsError, Watch, WatchUpdate,
@@ -54,6 +55,8 @@ struct MemberClient {
     last_used: Option<Instant>,
     /// Held by each open watch on this member: its channel is not idle.
     watches: Arc<()>,
+    /// Its latest Status answer, for callers asking at about the same time.
+    status: Arc<SharedAnswer<Result<MemberStatus, CallError>>>,
 }
 
 impl MemberClient {
@@ -242,6 +245,19 @@ impl ClusterConnection {
             host,
             is_learner,
         }
+    }
+
+    /// [`Self::status`], or an answer to an ask of another caller made at
+    /// or after `since` (see [`super::shared`]); and when the answer came.
+    pub async fn status_since(&self, endpoint: &str, since: Instant) -> (Result<MemberStatus, CallError>, Instant) {
+        if let Err(e) = self.check_endpoint(endpoint) {
+            return (Err(e), Instant::now());
+        }
+        let shared = {
+            let mut clients = self.clients.lock().unwrap();
+            clients.entry(endpoint.to_string()).or_default().status.clone()
+        };
+        shared.get(since, self.status(endpoint)).await
     }
 
     /// Maintenance Status of the member at `endpoint`.

@@ -2,7 +2,7 @@
 //! [`ClusterConnection`] implements it, and so does [`super::FakeEtcd`], the
 //! cluster `plugin check` runs a plugin against without any etcd.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -20,6 +20,12 @@ pub trait EtcdReads: Send + Sync {
     async fn members_or_fallback(&self, max_age: Duration) -> (Vec<MemberInfo>, Option<CallError>);
     async fn refresh_members(&self) -> Result<Vec<MemberInfo>, CallError>;
     async fn status(&self, endpoint: &str) -> Result<MemberStatus, CallError>;
+    /// Status, or an answer to another caller's ask made at or after
+    /// `since` (see `etcd::shared`), and when the answer came; the fake has
+    /// no one to share with.
+    async fn status_since(&self, endpoint: &str, _since: Instant) -> (Result<MemberStatus, CallError>, Instant) {
+        (self.status(endpoint).await, Instant::now())
+    }
     async fn health(&self, endpoint: &str) -> Result<MemberHealth, CallError>;
     async fn alarm_list(&self) -> Result<Vec<(u64, String)>, CallError>;
     /// (count, revision) of [start, end) at `revision` (0: the latest).
@@ -58,6 +64,9 @@ impl EtcdReads for ClusterConnection {
     }
     async fn status(&self, endpoint: &str) -> Result<MemberStatus, CallError> {
         ClusterConnection::status(self, endpoint).await
+    }
+    async fn status_since(&self, endpoint: &str, since: Instant) -> (Result<MemberStatus, CallError>, Instant) {
+        ClusterConnection::status_since(self, endpoint, since).await
     }
     async fn health(&self, endpoint: &str) -> Result<MemberHealth, CallError> {
         ClusterConnection::health(self, endpoint).await

@@ -30,14 +30,17 @@ impl Metrics {
         self.member_channels.set(open as i64);
     }
 
-    /// Brings the TLS handshake counters up to the member channels' own
-    /// counts, which the etcd layer keeps without a handle on the metrics.
-    pub(super) fn sync_tls_handshakes(&self) {
+    /// Brings the TLS handshake and shared answer counters up to the etcd
+    /// layer's own counts, which it keeps without a handle on the metrics.
+    pub(super) fn sync_etcd_counters(&self) {
         let (full, resumed) = crate::etcd::tls_handshakes();
         for (kind, count) in [("full", full), ("resumed", resumed)] {
             let counter = self.tls_handshakes.with_label_values(&[kind]);
             counter.inc_by(count.saturating_sub(counter.get()));
         }
+        let shared = crate::etcd::answers_shared();
+        self.answers_shared
+            .inc_by(shared.saturating_sub(self.answers_shared.get()));
     }
 
     /// How much memory idle instance slots keep resident (pooling only).

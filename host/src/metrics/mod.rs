@@ -114,6 +114,7 @@ pub struct Metrics {
     budget_refusals: IntCounterVec,
     member_channels: prometheus::IntGauge,
     tls_handshakes: IntCounterVec,
+    answers_shared: prometheus::IntCounter,
     pool_resident: prometheus::IntGauge,
 }
 
@@ -203,6 +204,11 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let answers_shared = prometheus::IntCounter::new(
+            "etcd_inspector_etcd_answers_shared_total",
+            "Member Status answers a plugin call took from another call's ask made after its own previous etcd call",
+        )
+        .expect("valid metric");
         let pool_resident = prometheus::IntGauge::new(
             "etcd_inspector_instance_pool_resident_bytes",
             "Plugin instance memory that idle pool slots keep resident between calls",
@@ -212,6 +218,7 @@ impl Metrics {
             Box::new(failed.clone()) as Box<dyn Collector>,
             Box::new(member_channels.clone()),
             Box::new(tls_handshakes.clone()),
+            Box::new(answers_shared.clone()),
             Box::new(pool_resident.clone()),
             Box::new(budget_refusals.clone()),
             Box::new(schedule_lag.clone()),
@@ -239,6 +246,7 @@ impl Metrics {
             budget_refusals,
             member_channels,
             tls_handshakes,
+            answers_shared,
             pool_resident,
         }
     }
@@ -246,7 +254,7 @@ impl Metrics {
     /// The Prometheus text exposition of everything: the host's own
     /// metrics, then the plugins' families.
     pub fn render(&self) -> String {
-        self.sync_tls_handshakes();
+        self.sync_etcd_counters();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

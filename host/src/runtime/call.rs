@@ -44,6 +44,8 @@ pub(super) struct CallInput {
     /// What the plugin stored in its last successful call on this cluster.
     pub state: Option<Vec<u8>>,
     pub log_gate: Option<Arc<Mutex<RepeatGate>>>,
+    /// When the round this call serves began.
+    pub began: Instant,
 }
 
 impl Runtime {
@@ -66,7 +68,7 @@ impl Runtime {
             .memories(32)
             .trap_on_grow_failure(true)
             .build();
-        let mut host_state = HostState::new(plugin, input.cluster, wasi, store_limits, limits.budget);
+        let mut host_state = HostState::new(input.began, plugin, input.cluster, wasi, store_limits, limits.budget);
         host_state.state_in = input.state;
         host_state.log_gate = input.log_gate;
         let mut store = Store::new(&self.engine, host_state);

@@ -2,6 +2,7 @@
 //! plugin imports: read-only etcd access and logging.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
@@ -72,10 +73,16 @@ pub struct HostState {
     /// plugin saw part of the cluster, so the round is not committed.
     pub(super) refused: Option<String>,
     pub(super) log_gate: Option<Arc<std::sync::Mutex<crate::log_state::RepeatGate>>>,
+    /// When this call's round began (its member list read included), then
+    /// when its last etcd answer came: a Status another call asked for
+    /// since then is as fresh as one this call would get (`etcd::shared`).
+    fresh_since: Instant,
 }
 
 impl HostState {
+    /// `began`: when the round this call serves began (see `fresh_since`).
     pub(super) fn new(
+        began: Instant,
         plugin: &str,
         cluster: Option<(String, Arc<dyn EtcdReads>)>,
         wasi: WasiCtx,
@@ -98,6 +105,7 @@ impl HostState {
             budget_exhausted: None,
             refused: None,
             log_gate: None,
+            fresh_since: began,
         }
     }
 
@@ -128,6 +136,15 @@ impl HostState {
 
     /// Counts what an answer hands the plugin; past the byte budget, the
     /// answer is withheld and the round is over.
+    /// One Status (for `status` and `status-details`), shared with the
+    /// cluster's other calls where it is fresh enough for this one.
+    async fn member_status(&mut self, endpoint: &str) -> Result<crate::etcd::MemberStatus, types::EtcdError> {
+        let connection = self.connection()?;
+        let (answer, answered) = connection.status_since(endpoint, self.fresh_since).await;
+        self.fresh_since = answered;
+        answer.map_err(types::EtcdError::from)
+    }
+
     fn charge<T: WireSize>(&mut self, answer: Result<T, types::EtcdError>) -> Result<T, types::EtcdError> {
         if let Err(types::EtcdError::PermissionDenied(m)) = &answer {
             self.refused.get_or_insert_with(|| m.clone());
@@ -328,7 +345,11 @@ impl WireSize for types::KvHash {
 macro_rules! on_cluster {
     ($state:ident, $c:ident => $call:expr, $convert:expr $(,)?) => {
         match $state.connection() {
-            Ok($c) => $call.map($convert).map_err(types::EtcdError::from),
+            Ok($c) => {
+                let answer = $call;
+                $state.fresh_since = Instant::now();
+                answer.map($convert).map_err(types::EtcdError::from)
+            }
             Err(e) => Err(e),
         }
     };
@@ -347,40 +368,32 @@ impl etcd::Host for HostState {
     }
 
     async fn status(&mut self, endpoint: String) -> EtcdResult<types::MemberStatus> {
-        let answer = on_cluster!(
-            self,
-            c => c.status(&endpoint).await,
-            |s| types::MemberStatus {
-                member_id: s.member_id,
-                version: s.version,
-                db_size: s.db_size,
-                db_size_in_use: s.db_size_in_use,
-                leader: s.leader,
-                raft_index: s.raft_index,
-                raft_term: s.raft_term,
-                raft_applied_index: s.raft_applied_index,
-                revision: s.revision,
-                is_learner: s.is_learner,
-                errors: s.errors,
-            },
-        );
+        let answer = self.member_status(&endpoint).await.map(|s| types::MemberStatus {
+            member_id: s.member_id,
+            version: s.version,
+            db_size: s.db_size,
+            db_size_in_use: s.db_size_in_use,
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
+            raft_applied_index: s.raft_applied_index,
+            revision: s.revision,
+            is_learner: s.is_learner,
+            errors: s.errors,
+        });
         Ok(self.charge(answer))
     }
 
     async fn status_details(&mut self, endpoint: String) -> EtcdResult<types::MemberStatusDetails> {
-        let answer = on_cluster!(
-            self,
-            c => c.status(&endpoint).await,
-            |s| types::MemberStatusDetails {
-                member_id: s.member_id,
-                db_size_quota: s.db_size_quota,
-                storage_version: s.storage_version,
-                downgrade: s.downgrade.map(|(enabled, target_version)| types::DowngradeInfo {
-                    enabled,
-                    target_version,
-                }),
-            },
-        );
+        let answer = self.member_status(&endpoint).await.map(|s| types::MemberStatusDetails {
+            member_id: s.member_id,
+            db_size_quota: s.db_size_quota,
+            storage_version: s.storage_version,
+            downgrade: s.downgrade.map(|(enabled, target_version)| types::DowngradeInfo {
+                enabled,
+                target_version,
+            }),
+        });
         Ok(self.charge(answer))
     }
 

@@ -142,6 +142,11 @@ pub struct Snapshot {
     /// What this plugin logged on this cluster in earlier calls: a line it
     /// repeats every round is written at debug between the gate's repeats.
     pub log_gate: Option<Arc<std::sync::Mutex<crate::log_state::RepeatGate>>>,
+    /// When the round began (when it was due, or when its invocation
+    /// started, the member list read included): a Status other calls of the
+    /// cluster asked for since then may answer this call's first Status
+    /// (`etcd::shared`).
+    pub began: std::time::Instant,
 }
 
 /// The plugin runtime.
@@ -221,6 +226,7 @@ impl Runtime {
             cluster: None,
             state: None,
             log_gate: None,
+            began: std::time::Instant::now(),
         };
         let info = match self.call(entry, loading, Call::Describe, &limits).await {
             Ok((Reply::Describe(info), _, _)) => plugin::check_info(info)?,
@@ -285,6 +291,7 @@ impl Runtime {
             cluster: Some((snapshot.name.clone(), connection)),
             state,
             log_gate: snapshot.log_gate,
+            began: snapshot.began,
         };
         let wit_snapshot = types::ClusterSnapshot {
             name: snapshot.name,
