@@ -6,6 +6,7 @@ mod channel;
 mod connection;
 mod credentials;
 mod fake;
+mod probe;
 mod reads;
 mod shared;
 mod tls;
