@@ -1,6 +1,8 @@
 //! One cluster's connections: a gRPC client per member endpoint (created on
-//! first use, closed when idle) and an HTTP/1 client for `/health` where
-//! the member channel cannot carry it (plain-text members).
+//! first use, closed when idle). `/health` rides the member channel on TLS
+//! members, a one-request HTTP/1 connection on plain-text ones
+//! (`probe`), and reqwest's client only where a TLS listener serves gRPC
+//! alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,6 +84,7 @@ pub struct ClusterConnection {
     /// `extClientURL`: advertised host:port → reachable host:port.
     rewrites: HashMap<String, String>,
     creds: Credentials,
+    /// For probes of a TLS member whose listener serves gRPC alone.
     http: reqwest::Client,
     /// TLS for the gRPC channels (ALPN h2); see [`Self::member_tls`].
     grpc_tls: Arc<rustls::ClientConfig>,

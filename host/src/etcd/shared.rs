@@ -27,7 +27,6 @@ pub fn answers_shared() -> u64 {
 }
 
 /// The latest ask of one call to one member, and its answer once it came.
-#[derive(Clone)]
 struct Ask<T> {
     asked: Instant,
     answer: Option<(T, Instant)>,
@@ -55,18 +54,19 @@ impl<T: Clone> SharedAnswer<T> {
     pub async fn get(&self, since: Instant, ask: impl Future<Output = T>) -> (T, Instant) {
         let mut updates = self.latest.subscribe();
         loop {
-            let latest = updates.borrow_and_update().clone();
-            match latest {
-                Some(Ask { asked, answer }) if asked >= since => match answer {
-                    Some(answer) => {
-                        SHARED.fetch_add(1, Ordering::Relaxed);
-                        return answer;
-                    }
-                    // On its way; a cancelled ask clears the slot, which
-                    // wakes us to ask ourselves.
-                    None if updates.changed().await.is_ok() => continue,
-                    None => break,
-                },
+            // Looked at in place: only a fresh answer is cloned.
+            let fresh = match updates.borrow_and_update().as_ref() {
+                Some(ask) if ask.asked >= since => Some(ask.answer.clone()),
+                _ => None,
+            };
+            match fresh {
+                Some(Some(answer)) => {
+                    SHARED.fetch_add(1, Ordering::Relaxed);
+                    return answer;
+                }
+                // On its way; a cancelled ask clears the slot, which wakes
+                // us to ask ourselves.
+                Some(None) if updates.changed().await.is_ok() => continue,
                 _ => break,
             }
         }
