@@ -189,7 +189,9 @@ async fn alarm_and_consistency_share_status_answers_on_a_busy_cluster(version: V
     let host = Host::start(
         &[plugin_file("bundled", "alarm"), plugin_file("bundled", "consistency")],
         &manifests,
-        &["--etcd-timeout", "3"],
+        // One thread, as in a pod with the chart's CPU limit: a call that
+        // waits for another's answer must not hold up the one asking.
+        &["--etcd-timeout", "3", "--worker-threads", "1"],
     )
     .await;
     let writer = Writer::start(&etcd).await;

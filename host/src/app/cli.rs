@@ -18,6 +18,14 @@ use crate::etcd::ConnectionSettings;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Threads that run inspections, etcd I/O and the HTTP server. Default:
+    /// the CPUs this process may use, a container's CPU limit included (the
+    /// Helm chart's limit of 1 CPU gives 1). The host's work is many short
+    /// waits: each extra thread adds wake-ups between threads (8 % of the
+    /// host's CPU at 3300 clusters on 2 threads, bench/HISTORY.md), so more
+    /// threads only pay off when one CPU is not enough.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -276,6 +284,19 @@ mod tests {
             .to_string();
         let cmd: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).unwrap();
         Cli::try_parse_from(std::iter::once("etcd-inspector".to_string()).chain(cmd)).unwrap();
+    }
+
+    #[test]
+    fn worker_threads_is_taken_after_any_subcommand_and_must_be_at_least_one() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("etcd-inspector").chain(args.iter().copied()));
+        let cli = parse(&["standalone", "--manifests", "m", "--worker-threads", "1"]).unwrap();
+        assert_eq!(cli.worker_threads, Some(1));
+        assert_eq!(parse(&["crd"]).unwrap().worker_threads, None);
+        let error = parse(&["run", "--worker-threads", "0"]).err().unwrap().to_string();
+        assert!(
+            error.contains("--worker-threads") && error.contains("1..=1024"),
+            "{error}"
+        );
     }
 
     #[test]

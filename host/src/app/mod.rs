@@ -57,8 +57,13 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 /// Errors end the process with their message and causes, never a backtrace.
 pub fn main() -> std::process::ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run()) {
+    let cli = Cli::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        builder.worker_threads(threads.into());
+    }
+    let runtime = builder.enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -67,7 +72,7 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -75,7 +80,7 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    match Cli::parse().command {
+    match command {
         Command::Standalone(args) => standalone(args).await,
         Command::Run(args) => kubernetes(args, Role::All, "etcd-inspector").await,
         Command::Etcdcluster(args) => kubernetes(args, Role::Clusters, "clay-etcdcluster-controller").await,
