@@ -260,10 +260,20 @@ pub mod etcd {
     /// a range that holds nothing, which etcd refuses with the compact
     /// revision before reading anything. Cheap on any store.
     pub fn compact_revision(endpoint: Option<&str>) -> Result<u64, EtcdError> {
+        Ok(compacted_past(endpoint, 1)?.unwrap_or(0))
+    }
+
+    /// `Some(compact revision)` if the member at `endpoint` (or any, with
+    /// `None`) has compacted its history past `revision`, `None` if it can
+    /// still read there: the same empty count as [`compact_revision`], at
+    /// `revision`. Where a plugin remembers a compaction, this checks it
+    /// in one Range; [`compact_revision`] on a compacted member also needs
+    /// a Watch from the host to learn the revision.
+    pub fn compacted_past(endpoint: Option<&str>, revision: u64) -> Result<Option<u64>, EtcdError> {
         let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
-        match count(endpoint, &probe, 1, true) {
-            Ok(_) => Ok(0),
-            Err(EtcdError::Compacted(revision)) if revision > 0 => Ok(revision),
+        match count(endpoint, &probe, revision, true) {
+            Ok(_) => Ok(None),
+            Err(EtcdError::Compacted(compact)) if compact > revision => Ok(Some(compact)),
             Err(e) => Err(e),
         }
     }

@@ -389,19 +389,79 @@ async fn an_idle_cluster_compacted_at_its_current_revision_is_compared() {
 /// etcd 3.5+ keeps the hash of its last compactions: HashKV there is read
 /// from memory instead of scanning the store, so that is where members are
 /// compared; 3.4 has no such hash and is compared at the common revision.
+/// The compaction is learnt from a round's answers, then checked with one
+/// count a round (no Watch to find it) until etcd compacts again.
 async fn a_compacted_cluster_is_hashed_at_its_compaction_where_etcd_keeps_that_hash(version: Version) {
     let etcd = EtcdCluster::start(Options::new(3).version(version)).await;
     write_keys(&etcd, 20).await;
-    let compact = etcd.status()[0].1 as i64;
+    let host = start(&etcd).await;
+    // Never compacted: the common revision.
+    let compact = etcd.status()[0].1;
+    hashed_at(&host, compact).await;
     write_keys(&etcd, 5).await;
     let current = etcd.status()[0].1;
-    etcd.client().await.compact(compact, None).await.unwrap();
-    let host = start(&etcd).await;
-    let expected = if version >= Version::V3_5 {
-        compact as u64
-    } else {
-        current
+    etcd.client().await.compact(compact as i64, None).await.unwrap();
+    hashed_at(&host, if version >= Version::V3_5 { compact } else { current }).await;
+    if version < Version::V3_5 {
+        return;
+    }
+
+    let calls = async || {
+        let (mut ranges, mut watches) = (0.0, 0.0);
+        for member in &etcd.members {
+            let scrape = member_metrics(&member.client_url).await;
+            let sum = |name: &str, method: &str| -> f64 {
+                scrape
+                    .all(name, &[("grpc_method", method)])
+                    .iter()
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            ranges += sum("grpc_server_handled_total", "Range");
+            watches += sum("grpc_server_started_total", "Watch");
+        }
+        (ranges, watches)
     };
+    let rounds = async || -> f64 {
+        host.scrape()
+            .await
+            .all("etcd_inspector_plugin_invocations_total", &[("plugin", "consistency")])
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let (rounds_before, (ranges_before, watches_before)) = (rounds().await, calls().await);
+    let rounds_after = wait_until("four more rounds", Duration::from_secs(30), async || {
+        let now = rounds().await;
+        if now >= rounds_before + 4.0 {
+            Ok(now)
+        } else {
+            Err(format!("{now} rounds"))
+        }
+    })
+    .await;
+    let (ranges, watches) = calls().await;
+    // Each member's key count and the one check; a round may be under way
+    // at either reading.
+    let most = 4.0 * (rounds_after - rounds_before + 1.0);
+    assert!(
+        ranges - ranges_before <= most,
+        "{} Ranges in {} rounds: more than the counts and one check a round",
+        ranges - ranges_before,
+        rounds_after - rounds_before
+    );
+    assert_eq!(watches - watches_before, 0.0, "Watches opened to find the compaction");
+
+    // Compacted again: the check is refused with the newer revision.
+    write_keys(&etcd, 5).await;
+    let newer = etcd.status()[0].1;
+    etcd.client().await.compact(newer as i64, None).await.unwrap();
+    hashed_at(&host, newer).await;
+}
+on_every_etcd!(a_compacted_cluster_is_hashed_at_its_compaction_where_etcd_keeps_that_hash);
+
+/// Waits for a consistent comparison of HashKV at revision `expected`.
+async fn hashed_at(host: &Host, expected: u64) {
     wait_until("HashKV compared", Duration::from_secs(60), async || {
         let scrape = host.scrape().await;
         let hashed = cluster(&scrape, "inspection_etcd_hashkv_revision");
@@ -412,4 +472,3 @@ async fn a_compacted_cluster_is_hashed_at_its_compaction_where_etcd_keeps_that_h
     })
     .await;
 }
-on_every_etcd!(a_compacted_cluster_is_hashed_at_its_compaction_where_etcd_keeps_that_hash);

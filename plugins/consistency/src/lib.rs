@@ -25,7 +25,7 @@
 //! reported as consistent), and per-member raw values with a `member` label.
 
 use etcd_inspector_sdk::{
-    etcd, export_plugin, gauge, log, ClusterSnapshot, EtcdError, KeyRange, KvHash, Member, MemberStatus, Plugin,
+    etcd, export_plugin, gauge, log, state, ClusterSnapshot, EtcdError, KeyRange, KvHash, Member, MemberStatus, Plugin,
     PluginInfo, Sample,
 };
 
@@ -241,26 +241,32 @@ fn lag_lower_bound(readings: &[Reading], value: impl Fn(&MemberStatus) -> u64) -
 /// answered from memory, where any other revision scans the member's whole
 /// store while holding its writers back (seconds on a large store). So the
 /// members are hashed at the compact revision when all of them answer
-/// there, and at the common revision R otherwise: never compacted, etcd 3.4,
-/// or a member restarted since and no longer holding that hash.
+/// there, and at the common revision R otherwise: never compacted, etcd 3.4
+/// (which keeps no such hash and refuses HashKV at the compaction), or a
+/// member restarted since and no longer holding that hash.
 /// Learners refuse HashKV (they serve only Status and serializable reads),
 /// so only voting members are hashed.
 fn hash_members(readings: &mut [Reading], revision: u64) {
     let mut voters: Vec<&mut Reading> = readings.iter_mut().filter(|r| !r.member.is_learner).collect();
-    let first = voters.first().map(|r| r.member.endpoint.clone());
-    if let Some(compact) = etcd::compact_revision(first.as_deref()).ok().filter(|c| *c > 0) {
-        let hashes: Vec<Option<KvHash>> = voters
-            .iter()
-            .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
-            .collect();
-        if hashes.iter().all(Option::is_some) {
-            for (r, hash) in voters.iter_mut().zip(hashes) {
-                r.hash = hash;
+    let Some(first) = voters.first().map(|r| r.member.endpoint.clone()) else {
+        return;
+    };
+    if voters.iter().all(|r| at_least_3_5(&r.first.version)) {
+        if let Some(compact) = latest_compaction(&first).filter(|c| *c > 0) {
+            let hashes: Vec<Option<KvHash>> = voters
+                .iter()
+                .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
+                .collect();
+            if hashes.iter().all(Option::is_some) {
+                for (r, hash) in voters.iter_mut().zip(hashes) {
+                    r.hash = hash;
+                }
+                remember_compaction(compact);
+                return;
             }
-            return;
         }
     }
-    for r in voters {
+    for r in &mut voters {
         // etcd refuses HashKV at the compact revision itself before 3.5: on
         // a cluster idle since its last compaction the common revision is
         // that one, so hash the current revision (the same one on every
@@ -278,6 +284,52 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
         })
         .ok();
     }
+    // A hash of the store (not a kept one) names the member's compaction
+    // as of now: the next round need not look for it.
+    if let Some(compact) = voters
+        .iter()
+        .filter_map(|r| r.hash.as_ref())
+        .map(|h| h.compact_revision)
+        .max()
+    {
+        remember_compaction(compact);
+    }
+}
+
+/// The cluster's latest compact revision (0: none), asking etcd as little
+/// as it can. Looking it up costs a Range and, once compacted, a Watch
+/// (`etcd::compact_revision`) every round, while etcd compacts every few
+/// minutes at most (kube-apiserver: every 5). So the compaction the last
+/// round saw is kept in `state`:
+/// - none seen: the round hashes at R, whose answers name the compaction;
+/// - revision C: a count at C, which etcd refuses once it has compacted
+///   past C, and the refusal names the newer compaction. HashKV alone
+///   cannot tell: etcd answers at any of its last ten compactions.
+///
+/// Nothing kept yet (or the count failed otherwise): it is looked up.
+fn latest_compaction(endpoint: &str) -> Option<u64> {
+    let kept = state::load()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    match kept {
+        Some(0) => Some(0),
+        Some(compact) => match etcd::compacted_past(Some(endpoint), compact) {
+            Ok(newer) => Some(newer.unwrap_or(compact)),
+            Err(_) => etcd::compact_revision(Some(endpoint)).ok(),
+        },
+        None => etcd::compact_revision(Some(endpoint)).ok(),
+    }
+}
+
+fn remember_compaction(compact: u64) {
+    // Over the 64 KiB a plugin may keep: cannot happen for a number.
+    let _ = state::store(compact.to_string().as_bytes());
+}
+
+/// True for etcd 3.5 and later (`3.5.21`, `3.6.0-alpha.0`).
+fn at_least_3_5(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (3, 5)
 }
 
 /// `Some(consistent)` when every voting member answered HashKV with the same
@@ -350,6 +402,36 @@ mod tests {
             .inspect::<Consistency>()
             .unwrap();
         assert_eq!(s.value(HASH_REVISION, &[]), Some(500.0));
+    }
+
+    #[test]
+    fn the_compaction_seen_last_round_is_checked_and_a_newer_one_followed() {
+        let cluster = |kept: &[u8]| {
+            FakeCluster::new("prod")
+                .member(FakeMember::new(1, "m0"))
+                .member(FakeMember::new(2, "m1"))
+                .compacted(420)
+                .state(kept)
+        };
+        let hashed_and_kept = |kept: &[u8]| {
+            let cluster = cluster(kept);
+            let s = cluster.inspect::<Consistency>().unwrap();
+            assert_eq!(s.value(HASH_CONSISTENT, &[]), Some(1.0));
+            let (state, _) = cluster.run_state::<Consistency>();
+            (
+                s.value(HASH_REVISION, &[]),
+                state.map(|b| String::from_utf8(b).unwrap()),
+            )
+        };
+        // Still the latest: hashed there.
+        assert_eq!(hashed_and_kept(b"420"), (Some(420.0), Some("420".into())));
+        // Compacted since: the refused count names the newer compaction.
+        assert_eq!(hashed_and_kept(b"300"), (Some(420.0), Some("420".into())));
+        // None seen last round: hashed at the common revision, whose
+        // answers name the compaction for the next round.
+        assert_eq!(hashed_and_kept(b"0"), (Some(500.0), Some("420".into())));
+        // Garbage kept (an older plugin's state): looked up.
+        assert_eq!(hashed_and_kept(b"x"), (Some(420.0), Some("420".into())));
     }
 
     #[test]
