@@ -102,12 +102,19 @@ struct Connection {
 
 type BoxError = tower::BoxError;
 
-impl MemberChannel {
-    pub(super) fn new(
-        endpoint: &str,
-        tls: &Arc<rustls::ClientConfig>,
-        timeout: Duration,
-    ) -> Result<Self, etcd_client::Error> {
+/// A member's client URL taken apart. Its gRPC channel and its plain-text
+/// probes both go by it, so both reach the same listener.
+pub(super) struct Endpoint {
+    pub https: bool,
+    pub authority: Authority,
+    /// An IPv6 address without its brackets.
+    pub host: String,
+    /// etcd's client port, 2379, when the URL names none.
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub(super) fn parse(endpoint: &str) -> Result<Endpoint, etcd_client::Error> {
         let uri: http::Uri = endpoint.parse().map_err(etcd_client::Error::InvalidUri)?;
         let invalid = |what: &str| etcd_client::Error::InvalidArgs(format!("endpoint {endpoint:?}: {what}"));
         let https = match uri.scheme_str() {
@@ -121,10 +128,31 @@ impl MemberChannel {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
+        Ok(Endpoint {
+            https,
+            port: authority.port_u16().unwrap_or(2379),
+            authority,
+            host,
+        })
+    }
+}
+
+impl MemberChannel {
+    pub(super) fn new(
+        endpoint: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, etcd_client::Error> {
+        let Endpoint {
+            https,
+            authority,
+            host,
+            port,
+        } = Endpoint::parse(endpoint)?;
         Ok(MemberChannel {
             inner: Arc::new(Inner {
                 scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
-                port: authority.port_u16().unwrap_or(2379),
+                port,
                 authority,
                 host,
                 tls: https.then(|| tokio_rustls::TlsConnector::from(tls.clone())),
@@ -522,5 +550,23 @@ mod tests {
         assert!(std::error::Error::source(&status).is_some());
         let bad = MemberChannel::new("ftp://127.0.0.1:2379", &tls(), Duration::from_secs(2)).err();
         assert!(bad.is_some_and(|e| e.to_string().contains("expected an http:// or https:// URL")));
+    }
+
+    /// The probe and the channel share this: before, a URL without a port
+    /// was probed on 80 while its gRPC went to 2379.
+    #[test]
+    fn an_endpoint_without_a_port_is_etcds_client_port_whatever_its_scheme() {
+        let parts = |url: &str| {
+            let e = Endpoint::parse(url).unwrap();
+            (e.https, e.host, e.port)
+        };
+        assert_eq!(parts("http://etcd-0"), (false, "etcd-0".into(), 2379));
+        assert_eq!(parts("https://etcd-0/"), (true, "etcd-0".into(), 2379));
+        assert_eq!(parts("http://[::1]:32379"), (false, "::1".into(), 32379));
+        let error = Endpoint::parse("etcd-0:2379").err().unwrap().to_string();
+        assert!(
+            error.contains("\"etcd-0:2379\": expected an http:// or https:// URL"),
+            "{error}"
+        );
     }
 }

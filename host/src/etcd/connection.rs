@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::certificates::{self, CertificateInfo, ServerCertificates};
-use super::channel::{MemberChannel, PlainAnswer};
+use super::channel::{Endpoint, MemberChannel, PlainAnswer};
 use super::probe::{self, ProbeError};
 use super::shared::SharedAnswer;
 use super::types::is_tls_failure;
@@ -588,7 +588,13 @@ impl ClusterConnection {
                 Err(status) => return Err(CallError::from(etcd_client::Error::GRpcStatus(status)).at(&url)),
             }
         }
-        if let Some((host, port)) = plain_host_port(endpoint) {
+        if let Ok(Endpoint {
+            https: false,
+            host,
+            port,
+            ..
+        }) = Endpoint::parse(endpoint)
+        {
             return probe::get(&host, port, path, self.settings.call_timeout)
                 .await
                 .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
@@ -822,18 +828,6 @@ impl ClusterConnection {
         };
         self.bounded(connect).await.map_err(|e| e.at(endpoint))
     }
-}
-
-/// Host and port of an `http://` endpoint (an IPv6 address without its
-/// brackets); `None` for any other.
-fn plain_host_port(endpoint: &str) -> Option<(String, u16)> {
-    let url = Url::parse(endpoint).ok().filter(|u| u.scheme() == "http")?;
-    let host = match url.host()? {
-        url::Host::Domain(name) => name.to_string(),
-        url::Host::Ipv4(ip) => ip.to_string(),
-        url::Host::Ipv6(ip) => ip.to_string(),
-    };
-    Some((host, url.port_or_known_default()?))
 }
 
 /// etcd has no empty key; "\0" is the first one.
