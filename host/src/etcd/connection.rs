@@ -174,9 +174,19 @@ impl ClusterConnection {
             .filter(|m| !m.client_urls().is_empty())
             .map(|m| self.member_info(m.id(), m.name(), m.client_urls(), m.is_learner()))
             .collect::<Vec<_>>();
-        *self.members.lock().unwrap() = members.clone();
-        *self.members_read.lock().unwrap() = Some(std::time::Instant::now());
+        self.remember_members(members.clone());
         Ok(members)
+    }
+
+    fn remember_members(&self, members: Vec<MemberInfo>) {
+        *self.members.lock().unwrap() = members;
+        *self.members_read.lock().unwrap() = Some(std::time::Instant::now());
+        // A member gone from the list takes its TLS session store along:
+        // members replaced over months would otherwise pile them up.
+        self.member_tls
+            .lock()
+            .unwrap()
+            .retain(|endpoint, _| self.check_endpoint(endpoint).is_ok());
     }
 
     /// The members an inspection runs against: read at most every
@@ -894,6 +904,34 @@ mod tests {
         // without the rule it would be swept (and counted) here.
         let _ = authed.status("http://127.0.0.1:1").await;
         assert_eq!(authed.close_idle(Duration::ZERO), 0, "password clusters keep theirs");
+    }
+
+    #[test]
+    fn a_member_gone_from_the_list_takes_its_tls_sessions_along() {
+        let seed = "https://127.0.0.1:1";
+        let conn = ClusterConnection::new(
+            "ns/c",
+            vec![seed.to_string()],
+            HashMap::new(),
+            Credentials::default(),
+            ConnectionSettings::default(),
+        )
+        .unwrap();
+        let member = |url: &str| conn.member_info(1, "m", &[url.to_string()], false);
+        let (kept, gone) = ("https://10.0.0.1:2379", "https://10.0.0.2:2379");
+        conn.remember_members(vec![member(kept), member(gone)]);
+        let first = conn.member_tls(kept);
+        for endpoint in [seed, gone] {
+            conn.member_tls(endpoint);
+        }
+        conn.remember_members(vec![member(kept)]);
+        let mut stores: Vec<String> = conn.member_tls.lock().unwrap().keys().cloned().collect();
+        stores.sort();
+        assert_eq!(stores, [kept, seed]);
+        assert!(
+            Arc::ptr_eq(&first, &conn.member_tls(kept)),
+            "a member keeps its sessions"
+        );
     }
 
     #[test]
