@@ -1012,21 +1012,24 @@ async fn scale(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result
 /// own /metrics.
 async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Result<()> {
     report.push("\n## J. Clusters shared by processes: N clusters × 4 plugins at 30 s, `--shard i/R`\n".into());
-    report.push("| clusters | processes | `--watch-mode` | clusters each | runs in window (each) | CPU per process (share of one core) | RSS per process | lag p99 (worst) | missed runs |".into());
-    report.push("|---|---|---|---|---|---|---|---|---|".into());
-    // BENCH_SHARD_RUNS=3300:1,3300:1:rounds (clusters:processes[:watch mode])
-    let runs: Vec<(usize, usize, String)> = std::env::var("BENCH_SHARD_RUNS")
-        .unwrap_or_else(|_| "3300:1,3300:1:rounds,10000:3:rounds".into())
+    report.push("| clusters | processes | `--watch-mode` | `--worker-threads` | clusters each | runs in window (each) | CPU per process (share of one core) | RSS per process | lag p99 (worst) | missed runs |".into());
+    report.push("|---|---|---|---|---|---|---|---|---|---|".into());
+    // BENCH_SHARD_RUNS=3300:1,3300:1:rounds:1 (clusters:processes[:watch
+    // mode[:worker threads]]). One worker is what a replica gets under the
+    // Helm chart's CPU limit of 1; the default here is this machine's 2.
+    let runs: Vec<(usize, usize, String, Option<String>)> = std::env::var("BENCH_SHARD_RUNS")
+        .unwrap_or_else(|_| "3300:1,3300:1:rounds,3300:1:rounds:1,10000:3:rounds:1".into())
         .split(',')
         .filter_map(|run| {
             let mut fields = run.split(':');
             let n = fields.next()?.parse().ok()?;
             let replicas = fields.next()?.parse().ok()?;
-            Some((n, replicas, fields.next().unwrap_or("stream").to_string()))
+            let mode = fields.next().unwrap_or("stream").to_string();
+            Some((n, replicas, mode, fields.next().map(str::to_string)))
         })
         .collect();
     let (interval, warmup, window) = (30u64, 40u64, 40u64);
-    for (n, replicas, mode) in runs {
+    for (n, replicas, mode, workers) in runs {
         let dir = tempfile::tempdir()?;
         let manifests = dir.path().join("manifests");
         std::fs::create_dir_all(&manifests)?;
@@ -1046,7 +1049,11 @@ async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
         let mut children = Vec::new();
         for r in 0..replicas {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-inspector"))
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-inspector"));
+            if let Some(workers) = &workers {
+                command.args(["--worker-threads", workers]);
+            }
+            let child = command
                 .arg("standalone")
                 .arg("--manifests")
                 .arg(&manifests)
@@ -1107,7 +1114,8 @@ async fn shards(report: &mut Vec<String>, endpoints: &[String]) -> anyhow::Resul
         };
         let worst = lag.iter().max_by_key(|l| l.len()).cloned().unwrap_or_default();
         report.push(format!(
-            "| {n} | {replicas} | {mode} | ~{} | {} | {} | {} | {worst} | {missed} |",
+            "| {n} | {replicas} | {mode} | {} | ~{} | {} | {} | {} | {worst} | {missed} |",
+            workers.as_deref().unwrap_or("default (2)"),
             n / replicas,
             list(&runs, ""),
             list(&cpu, " %"),
