@@ -84,8 +84,11 @@ pub struct ClusterConnection {
     /// `extClientURL`: advertised host:port → reachable host:port.
     rewrites: HashMap<String, String>,
     creds: Credentials,
-    /// For probes of a TLS member whose listener serves gRPC alone.
-    http: reqwest::Client,
+    /// For probes of a TLS member whose listener serves gRPC alone; made
+    /// on first use, as few clusters have one (see [`Self::http`]).
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// The cluster's TLS, as `http` is made with it.
+    http_tls: Arc<rustls::ClientConfig>,
     /// TLS for the gRPC channels (ALPN h2); see [`Self::member_tls`].
     grpc_tls: Arc<rustls::ClientConfig>,
     /// Per https member: `grpc_tls` with a session store of its own.
@@ -119,24 +122,13 @@ impl ClusterConnection {
         let tls = tls::rustls_config(&creds)?;
         let mut grpc_tls = tls.clone();
         grpc_tls.alpn_protocols = vec![b"h2".to_vec()];
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(settings.call_timeout)
-            .connect_timeout(settings.call_timeout)
-            // Each probe connects afresh, as `etcdctl endpoint health`
-            // does (so it also proves the member accepts connections):
-            // kept open, thousands of members' idle HTTP/1 connections
-            // held about 25 KiB of buffers each between probes (70 MiB at
-            // 1000 clusters; bench/HISTORY.md).
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| TlsError::Config(error_chain(&e)))?;
         Ok(ClusterConnection {
             cluster: cluster.to_string(),
             seeds,
             rewrites,
             creds,
-            http,
+            http: std::sync::OnceLock::new(),
+            http_tls: Arc::new(tls),
             grpc_tls: Arc::new(grpc_tls),
             member_tls: Mutex::new(HashMap::new()),
             settings,
@@ -613,7 +605,7 @@ impl ClusterConnection {
                     _ => CallError::Unavailable(format!("{url}: {e}")),
                 });
         }
-        let response = self.http.get(&url).send().await.map_err(|e| {
+        let response = self.http()?.get(&url).send().await.map_err(|e| {
             if is_tls_failure(&e) {
                 CallError::Tls(format!("{url}: {}", error_chain(&e)))
             } else if e.is_timeout() {
@@ -642,6 +634,26 @@ impl ClusterConnection {
         } else {
             Err(CallError::UnknownEndpoint(endpoint.to_string()))
         }
+    }
+
+    /// The HTTP/1 client of TLS probes that the member channel cannot
+    /// carry. Each probe connects afresh, as `etcdctl endpoint health`
+    /// does (so it also proves the member accepts connections): kept open,
+    /// thousands of members' idle HTTP/1 connections held about 25 KiB of
+    /// buffers each between probes (70 MiB at 1000 clusters;
+    /// bench/HISTORY.md).
+    fn http(&self) -> Result<&reqwest::Client, CallError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*self.http_tls).clone())
+            .timeout(self.settings.call_timeout)
+            .connect_timeout(self.settings.call_timeout)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| CallError::Tls(format!("cluster {}: {}", self.cluster, error_chain(&e))))?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     fn candidates(&self) -> Vec<String> {
@@ -932,6 +944,15 @@ mod tests {
             Arc::ptr_eq(&first, &conn.member_tls(kept)),
             "a member keeps its sessions"
         );
+    }
+
+    /// Few clusters need it: it costs nothing until then, and is made once.
+    #[test]
+    fn the_client_of_tls_fallback_probes_is_made_on_first_use_only() {
+        let conn = connection(None);
+        assert!(conn.http.get().is_none());
+        let first: *const reqwest::Client = conn.http().unwrap();
+        assert!(std::ptr::eq(first, conn.http().unwrap()));
     }
 
     #[test]
