@@ -251,8 +251,10 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
     let Some(first) = voters.first().map(|r| r.member.endpoint.clone()) else {
         return;
     };
-    if voters.iter().all(|r| at_least_3_5(&r.first.version)) {
-        if let Some(compact) = latest_compaction(&first).filter(|c| *c > 0) {
+    let kept = kept_compaction();
+    let keeps_hashes = voters.iter().all(|r| at_least_3_5(&r.first.version));
+    if keeps_hashes {
+        if let Some(compact) = latest_compaction(&first, kept).filter(|c| *c > 0) {
             let hashes: Vec<Option<KvHash>> = voters
                 .iter()
                 .map(|r| etcd::hash_kv(&r.member.endpoint, compact).ok())
@@ -266,13 +268,20 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
             }
         }
     }
+    // etcd refuses HashKV at the compact revision itself before 3.5: on a
+    // cluster idle since its last compaction the common revision is that
+    // one, so hash the current revision (the same one on every member
+    // while the cluster stays idle; compare_hashes checks that). Known
+    // from the last round, the refusal is not even asked for: each one
+    // also sends the host to find the compact revision (a Watch).
+    let at = if !keeps_hashes && kept.is_some_and(|k| k >= revision) {
+        0
+    } else {
+        revision
+    };
     for r in &mut voters {
-        // etcd refuses HashKV at the compact revision itself before 3.5: on
-        // a cluster idle since its last compaction the common revision is
-        // that one, so hash the current revision (the same one on every
-        // member while the cluster stays idle; compare_hashes checks that).
-        r.hash = match etcd::hash_kv(&r.member.endpoint, revision) {
-            Err(EtcdError::Compacted(compact)) if compact >= revision => etcd::hash_kv(&r.member.endpoint, 0),
+        r.hash = match etcd::hash_kv(&r.member.endpoint, at) {
+            Err(EtcdError::Compacted(compact)) if at > 0 && compact >= revision => etcd::hash_kv(&r.member.endpoint, 0),
             other => other,
         }
         .map_err(|e| {
@@ -307,10 +316,7 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
 ///   cannot tell: etcd answers at any of its last ten compactions.
 ///
 /// Nothing kept yet (or the count failed otherwise): it is looked up.
-fn latest_compaction(endpoint: &str) -> Option<u64> {
-    let kept = state::load()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse::<u64>().ok());
+fn latest_compaction(endpoint: &str, kept: Option<u64>) -> Option<u64> {
     match kept {
         Some(0) => Some(0),
         Some(compact) => match etcd::compacted_past(Some(endpoint), compact) {
@@ -319,6 +325,13 @@ fn latest_compaction(endpoint: &str) -> Option<u64> {
         },
         None => etcd::compact_revision(Some(endpoint)).ok(),
     }
+}
+
+/// The compaction the last round saw, if it kept one.
+fn kept_compaction() -> Option<u64> {
+    state::load()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok())
 }
 
 fn remember_compaction(compact: u64) {
