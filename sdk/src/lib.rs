@@ -267,8 +267,9 @@ pub mod etcd {
     /// `None`) has compacted its history past `revision`, `None` if it can
     /// still read there: the same empty count as [`compact_revision`], at
     /// `revision`. Where a plugin remembers a compaction, this checks it
-    /// in one Range; [`compact_revision`] on a compacted member also needs
-    /// a Watch from the host to learn the revision.
+    /// in one Range; only when the member has compacted past it does the
+    /// host also open a Watch to learn the newer revision (as it does for
+    /// every [`compact_revision`] on a compacted member).
     pub fn compacted_past(endpoint: Option<&str>, revision: u64) -> Result<Option<u64>, EtcdError> {
         let probe = KeyRange::prefix("\0etcd-inspector/compaction-probe/");
         match count(endpoint, &probe, revision, true) {
@@ -298,6 +299,18 @@ pub mod state {
     /// succeeds.
     pub fn store(value: &[u8]) -> Result<(), String> {
         host::store(value)
+    }
+
+    /// A number kept with [`store_number`] (a position, a time, a
+    /// revision), or `None` if nothing was kept or it does not read as a
+    /// `T` (an older plugin's state).
+    pub fn load_number<T: std::str::FromStr>() -> Option<T> {
+        String::from_utf8(load()?).ok()?.trim().parse().ok()
+    }
+
+    /// Keeps `value` as its decimal text, for [`load_number`].
+    pub fn store_number(value: impl std::fmt::Display) -> Result<(), String> {
+        store(value.to_string().as_bytes())
     }
 }
 

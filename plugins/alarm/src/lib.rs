@@ -77,9 +77,7 @@ fn active_alarms(snapshot: &ClusterSnapshot, statuses: &[MemberStatus]) -> Resul
         .param(LIST_INTERVAL_PARAM)
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_LIST_INTERVAL);
-    let last_list = state::load()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse::<u64>().ok());
+    let last_list = state::load_number::<u64>();
     let due = last_list.is_none_or(|t| now.saturating_sub(t) >= interval);
     if reported.is_empty() && !due {
         return Ok(Vec::new());
@@ -88,7 +86,7 @@ fn active_alarms(snapshot: &ClusterSnapshot, statuses: &[MemberStatus]) -> Resul
         Ok(alarms) => {
             // Remember the cross-check only when it was the reason to call.
             if reported.is_empty() {
-                state::store(now.to_string().as_bytes())?;
+                state::store_number(now)?;
             }
             Ok(alarms)
         }

@@ -251,7 +251,8 @@ fn hash_members(readings: &mut [Reading], revision: u64) {
     let Some(first) = voters.first().map(|r| r.member.endpoint.clone()) else {
         return;
     };
-    let kept = kept_compaction();
+    // The compaction the last round saw, if it kept one.
+    let kept = state::load_number::<u64>();
     let keeps_hashes = voters.iter().all(|r| at_least_3_5(&r.first.version));
     if keeps_hashes {
         if let Some(compact) = latest_compaction(&first, kept).filter(|c| *c > 0) {
@@ -327,16 +328,9 @@ fn latest_compaction(endpoint: &str, kept: Option<u64>) -> Option<u64> {
     }
 }
 
-/// The compaction the last round saw, if it kept one.
-fn kept_compaction() -> Option<u64> {
-    state::load()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse::<u64>().ok())
-}
-
 fn remember_compaction(compact: u64) {
     // Over the 64 KiB a plugin may keep: cannot happen for a number.
-    let _ = state::store(compact.to_string().as_bytes());
+    let _ = state::store_number(compact);
 }
 
 /// True for etcd 3.5 and later (`3.5.21`, `3.6.0-alpha.0`).

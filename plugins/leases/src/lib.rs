@@ -63,9 +63,7 @@ impl Plugin for Leases {
             },
         };
         let ids = etcd::lease_ids().map_err(|e| format!("LeaseLeases: {}", e.message()))?;
-        let after = state::load()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse::<i64>().ok());
+        let after = state::load_number::<i64>();
         let chosen = next_batch(&ids, after, per_round);
 
         let mut granted = Vec::with_capacity(chosen.len());
@@ -89,7 +87,7 @@ impl Plugin for Leases {
             last = Some(id);
         }
         if let Some(last) = last {
-            if let Err(e) = state::store(last.to_string().as_bytes()) {
+            if let Err(e) = state::store_number(last) {
                 log::warn(&format!("position not kept: {e}"));
             }
         }

@@ -190,14 +190,12 @@ impl Plugin for Membership {
 
         let term = answers.iter().map(|a| a.status.raft_term).max().unwrap_or(0);
         samples.push(Sample::new(TERM, term as f64));
-        let last_leader = state::load()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse::<u64>().ok());
+        let last_leader = state::load_number::<u64>();
         let changed = matches!((last_leader, leader), (Some(was), Some(now)) if was != 0 && was != now);
         samples.push(Sample::new(LEADER_CHANGES, if changed { 1.0 } else { 0.0 }));
         // Without a leader this round, remember the last one known.
         if let Some(now) = leader.or(last_leader) {
-            if let Err(e) = state::store(now.to_string().as_bytes()) {
+            if let Err(e) = state::store_number(now) {
                 log::warn(&format!("leader not kept: {e}"));
             }
         }
